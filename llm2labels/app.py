@@ -1,0 +1,177 @@
+"""The Hydra application behind `run.py`: compose the parts, generate what is missing, rank, write outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from llm2labels.data.images import DEFAULT_MAX_PIXELS
+from llm2labels.grid import Crop, Grid, sample_seed
+from llm2labels.outputs import write_json, write_labels_csv
+from llm2labels.postprocess import ImageResult, rank_images, score_image
+from llm2labels.predict import CropWork, ImageWork
+from llm2labels.proposers.base import Proposer
+from llm2labels.scoring.rank import to_frame
+from llm2labels.store import FileHashes, SampleStore, sample_key, skip_key
+
+log = logging.getLogger("llm2labels")
+
+
+@dataclass
+class Parts:
+    dataset: Any
+    proposer: Proposer
+    grid: Grid
+    filter: Any
+    aggregator: Any
+    scorer: Any
+    grouper: Any
+    tracker: Any
+
+
+def build(cfg: DictConfig) -> Parts:
+    """Instantiate every component first, so a bad value fails before any work is done."""
+    groups = ("dataset", "proposer", "grid", "filter", "aggregator", "scorer", "grouper")
+    made = {name: instantiate(cfg[name]) for name in groups}
+    made["tracker"] = instantiate(cfg.logger) if cfg.get("logger") else None
+    if cfg.pool not in ("max", "avg", "min", "product"):
+        from llm2labels.errors import ConfigError
+
+        raise ConfigError(f"pool must be one of max, avg, min, product, got {cfg.pool!r}")
+    return Parts(**made)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def effective_crops(grid: Grid, proposer: Proposer) -> list[Crop]:
+    """The grid's crops; a deterministic proposer (a classifier) gives every sample the same: ask for one."""
+    crops = grid.crops()
+    if proposer.deterministic:
+        crops = [Crop(c.key, c.box, 1) for c in crops]
+    return crops
+
+
+def plan(entries: list[Any], uids: list[str], crops: list[Crop], seed: int, store: SampleStore) -> list[ImageWork]:
+    """Work items for the images whose samples are not all in the store (one item per distinct content)."""
+    items: dict[str, ImageWork] = {}
+    for entry, uid in zip(entries, uids):
+        if uid in items or skip_key(uid) in store:
+            continue
+        work = ImageWork(str(entry.path), entry.rel, uid)
+        for c in crops:
+            missing = [(k, sample_seed(seed, uid, c.key, k)) for k in range(c.samples)
+                       if sample_key(uid, c.key, k) not in store]
+            if missing:
+                work.crops.append(CropWork(c.key, c.box, missing))
+        if work.crops:
+            items[uid] = work
+    return list(items.values())
+
+
+def generate(cfg: DictConfig, proposer: Proposer, store: SampleStore, items: list[ImageWork],
+             max_pixels: int) -> int:
+    """Run the Lightning predict loop over the pending images; returns this process's global rank."""
+    from llm2labels.predict import ProposalData, ProposalModule, StoreWriterCallback
+
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # Under a Hydra multirun, `ddp` re-launches the whole sweep in each child process: spawn instead.
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and trainer_cfg.get("strategy") == "ddp":
+        log.info("multirun: using strategy=ddp_spawn instead of ddp")
+        trainer_cfg["strategy"] = "ddp_spawn"
+    store.close()
+    trainer = instantiate(trainer_cfg, callbacks=[StoreWriterCallback(store)])
+    module = ProposalModule(proposer, proposer.logprob_mode)
+    data = ProposalData(items, cfg.loader.batch_size, cfg.loader.num_workers, max_pixels)
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    return trainer.global_rank
+
+
+def score_all(entries: list[Any], uids: list[str], crops: list[Crop], store: SampleStore, parts: Parts,
+              pool: str, images_path: Path, skipped: list[dict[str, str]]) -> Iterator[ImageResult]:
+    """Score every usable image from the store, writing its labels to images.jsonl as it goes."""
+    keys = [(c.key, k) for c in crops for k in range(c.samples)]
+    with open(images_path, "w", encoding="utf-8") as fh:
+        for entry, uid in tqdm(list(zip(entries, uids)), desc="scoring", unit="img", disable=None):
+            skip = store.get(skip_key(uid))
+            if skip is not None:
+                skipped.append({"path": entry.rel, "reason": skip["reason"]})
+                continue
+            records = [store.get(sample_key(uid, c, k)) for c, k in keys]
+            if any(r is None for r in records):
+                skipped.append({"path": entry.rel, "reason": "samples missing (generation did not finish)"})
+                continue
+            result = score_image(uid, entry.rel, records, parts.aggregator, pool, parts.filter)
+            fh.write(json.dumps({"path": entry.rel, "uid": uid, "kept": result.kept,
+                                 "labels": {k: list(v) for k, v in result.labels.items()}}) + "\n")
+            yield result
+
+
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """The whole job; returns the summary (None on non-zero ranks, which only generate)."""
+    watch, parts = Stopwatch(), build(cfg)
+    out_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    with watch.stage("scan"):
+        entries = parts.dataset.entries()
+        store = SampleStore(cfg.cache.dir, {**parts.proposer.fingerprint(), "seed": cfg.seed})
+        hashes = FileHashes(Path(cfg.cache.dir).expanduser() / "filehash.jsonl")
+        uids = list(tqdm(hashes.uids(e.path for e in entries), total=len(entries), desc="hashing", disable=None))
+        store.refresh()
+    crops = effective_crops(parts.grid, parts.proposer)
+    needed = {sample_key(u, c.key, k) for u in set(uids) for c in crops for k in range(c.samples)}
+    hits = sum(k in store for k in needed)
+    items = plan(entries, uids, crops, cfg.seed, store)
+    log.info("%d images, %d crops each, %d samples stored, %d images to generate", len(entries), len(crops),
+             hits, len(items))
+    with watch.stage("generate"):
+        if items:
+            max_pixels = getattr(parts.dataset, "max_pixels", DEFAULT_MAX_PIXELS)
+            if generate(cfg, parts.proposer, store, items, max_pixels) != 0:
+                return None
+        store.refresh()
+    skipped: list[dict[str, str]] = []
+    with watch.stage("postprocess"):
+        results = score_all(entries, uids, crops, store, parts, cfg.pool, out_dir / "images.jsonl", skipped)
+        ranker = rank_images(results)
+        ranked = ranker.rank(parts.scorer) if ranker.n_images else []
+    with watch.stage("group"):
+        vocabulary = parts.grouper(ranked)
+    n_images = ranker.n_images
+    summary = {
+        "images": n_images, "skipped": skipped, "crops": n_images * len(crops),
+        "generations": sum(k in store for k in needed) - hits, "cache_hits": hits,
+        "labels": len(ranked), "proposer": parts.proposer.fingerprint(), "grid": repr(parts.grid),
+        "filter": getattr(parts.filter, "name", type(parts.filter).__name__), "store": str(store.dir),
+    }
+    with watch.stage("write"):
+        write_labels_csv(out_dir / "labels.csv", ranked)
+        write_json(out_dir / "vocabulary.json", vocabulary)
+    summary["seconds"] = watch.seconds
+    write_json(out_dir / "summary.json", summary)
+    if parts.tracker is not None:
+        parts.tracker.log(out_dir, OmegaConf.to_container(cfg, resolve=True), summary, to_frame(ranked))
+    store.close()
+    log.info("%d labels from %d images (%d skipped) -> %s", len(ranked), n_images, len(skipped), out_dir)
+    return summary

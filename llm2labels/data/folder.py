@@ -1,0 +1,105 @@
+"""A dataset that is a folder of image files, scanned recursively."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from llm2labels.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_rgb
+from llm2labels.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image file: its path, and `rel`, its POSIX path relative to the dataset root (the image's key)."""
+
+    path: Path
+    rel: str
+
+
+class FolderDataset:
+    """Every image file under `root` (hidden files and folders skipped), ordered by `rel`.
+
+    With `limit`, a random subset of `limit` files drawn with `random.Random(seed)` from the sorted list, so
+    the same seed picks the same files whatever order the filesystem lists them in. The scan runs once, on the
+    first call to `entries`; the constructor only checks its arguments.
+    """
+
+    name: str = "folder"
+
+    def __init__(
+        self,
+        root: str | Path,
+        limit: int | None = None,
+        seed: int = 0,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.exists():
+            raise ConfigError(f"image folder not found: {self.root} (check the dataset root path)")
+        if not self.root.is_dir():
+            raise ConfigError(f"image folder is not a directory: {self.root}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+        if max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {max_pixels}")
+        self.extensions = _normalise_extensions(extensions)
+        self.limit = limit
+        self.seed = seed
+        self.max_pixels = max_pixels
+        self._entries: list[ImageEntry] | None = None
+
+    def entries(self) -> list[ImageEntry]:
+        """The dataset's images, sorted by `rel` (a fresh list; the scan itself is cached)."""
+        if self._entries is None:
+            found = _scan(self.root, self.extensions)
+            if not found:
+                exts = " ".join(self.extensions)
+                raise ConfigError(f"no image files ({exts}) found under {self.root}")
+            if self.limit is not None and self.limit < len(found):
+                found = sorted(random.Random(self.seed).sample(found, self.limit), key=lambda e: e.rel)
+            self._entries = found
+        return list(self._entries)
+
+    def load(self, entry: ImageEntry) -> Image.Image:
+        """Decode one entry to RGB; raises `ImageError` with the skip-list reason if it cannot be used."""
+        return load_rgb(entry.path, self.max_pixels)
+
+    def ground_truth(self) -> dict[str, list[str]] | None:
+        """Class names per image `rel`, or None when the dataset has no annotations (a plain folder)."""
+        return None
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, limit={self.limit}, seed={self.seed})"
+
+
+def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    normalised = tuple(sorted({"." + e.lower().lstrip(".") for e in extensions if e.strip(". ")}))
+    if not normalised:
+        raise ConfigError("extensions must name at least one file extension, e.g. ['.jpg', '.png']")
+    return normalised
+
+
+def _scan(root: Path, extensions: tuple[str, ...]) -> list[ImageEntry]:
+    """All files below `root` whose extension matches (any case), not inside or named like hidden ones."""
+    found = []
+    for folder, dirs, files in os.walk(root):  # followlinks=False: a symlinked folder cannot loop forever
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for file in files:
+            if file.startswith(".") or os.path.splitext(file)[1].lower() not in extensions:
+                continue
+            path = Path(folder, file)
+            found.append(ImageEntry(path=path, rel=path.relative_to(root).as_posix()))
+    found.sort(key=lambda e: e.rel)
+    return found

@@ -1,0 +1,1 @@
+"""Stage 2: from the ranked candidate list to a vocabulary of synsets and a hierarchy."""

@@ -1,0 +1,130 @@
+"""The Lightning predict loop: batches of images in, sample records streamed into the store by each rank.
+
+Lightning only lives here and in the app: the proposer is plain Python, and every record is written by the
+rank that produced it (one store file per rank), so nothing is gathered in memory or duplicated across ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from llm2labels.data.images import load_rgb
+from llm2labels.errors import ImageError
+from llm2labels.proposers.base import CropRequest, Proposer
+from llm2labels.store import SampleStore, StoreWriter, sample_key, skip_key
+
+
+@dataclass
+class CropWork:
+    key: str
+    box: tuple[float, float, float, float]  # relative (left, top, right, bottom)
+    samples: list[tuple[int, int]]  # (sample index, seed) still missing from the store
+
+
+@dataclass
+class ImageWork:
+    path: str
+    rel: str
+    uid: str
+    crops: list[CropWork] = field(default_factory=list)
+
+
+class ProposalDataset(Dataset):
+    """Decodes and grids one image per item (in loader workers when `num_workers` > 0)."""
+
+    def __init__(self, items: list[ImageWork], max_pixels: int) -> None:
+        self.items, self.max_pixels = items, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        work = self.items[i]
+        try:
+            image = load_rgb(work.path, max_pixels=self.max_pixels)
+        except ImageError as err:
+            return {"work": work, "error": str(err), "crops": []}
+        w, h = image.size
+        crops = []
+        for c in work.crops:
+            box = (round(c.box[0] * w), round(c.box[1] * h), round(c.box[2] * w), round(c.box[3] * h))
+            crops.append(image.crop(box) if box != (0, 0, w, h) else image)
+        return {"work": work, "error": None, "crops": crops, "size": (w, h)}
+
+
+def _collate(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return batch
+
+
+class ProposalModule(L.LightningModule):
+    """Wraps a proposer: `predict_step` turns a batch of gridded images into store records."""
+
+    def __init__(self, proposer: Proposer, logprob_mode: str) -> None:
+        super().__init__()
+        self.proposer, self.logprob_mode = proposer, logprob_mode
+
+    def on_predict_start(self) -> None:
+        self.proposer.setup(str(self.device))
+
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int = 0) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        requests: list[CropRequest] = []
+        owners: list[tuple[ImageWork, CropWork]] = []
+        for item in batch:
+            work: ImageWork = item["work"]
+            if item["error"] is not None:
+                records.append({"key": skip_key(work.uid), "image": work.uid, "path": work.rel,
+                                "reason": item["error"]})
+                continue
+            for crop, image in zip(work.crops, item["crops"]):
+                requests.append(CropRequest(image, [seed for _, seed in crop.samples]))
+                owners.append((work, crop))
+        generations = self.proposer.propose(requests) if requests else []
+        for (work, crop), gens in zip(owners, generations):
+            for (k, seed), g in zip(crop.samples, gens):
+                records.append({
+                    "key": sample_key(work.uid, crop.key, k), "image": work.uid, "path": work.rel,
+                    "crop": crop.key, "box": crop.box, "sample": k, "seed": seed, "text": g.text,
+                    "token_ids": g.token_ids, "token_ends": g.token_ends, "logprobs": g.logprobs,
+                    "logprob_mode": self.logprob_mode,
+                })
+        return records
+
+
+class StoreWriterCallback(BasePredictionWriter):
+    """Appends each batch's records to this rank's store file as soon as the batch is done."""
+
+    def __init__(self, store: SampleStore) -> None:
+        super().__init__(write_interval="batch")
+        self.store = store
+        self._writer: StoreWriter | None = None
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._writer is None:
+            self._writer = self.store.writer(tag=f"r{trainer.global_rank}")
+        self._writer.write(prediction)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        trainer.strategy.barrier("store-written")
+
+
+class ProposalData(L.LightningDataModule):
+    """Shards the pending images over ranks itself (round robin), so no image is padded in twice."""
+
+    def __init__(self, items: list[ImageWork], batch_size: int, num_workers: int, max_pixels: int) -> None:
+        super().__init__()
+        self.items, self.batch_size, self.num_workers, self.max_pixels = items, batch_size, num_workers, max_pixels
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        shard = ProposalDataset(self.items[rank::world], self.max_pixels)
+        return DataLoader(shard, batch_size=self.batch_size, num_workers=self.num_workers,
+                          collate_fn=_collate, persistent_workers=False)

@@ -1,0 +1,182 @@
+"""Tiny randomly initialised VLMs + processors, built offline from config objects, for tests and CI.
+
+They run the same code path as a checkpoint after `from_pretrained` (same model classes, same processors),
+just with a few hundred thousand random weights, a byte-level BPE tokenizer trained on the fly on a small
+corpus of label words (so random outputs look list-like) and 32 px images. Builds are deterministic (their
+own RNG fork, so the caller's global RNG state is untouched) and cached per process.
+"""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2Processor,
+    BlipImageProcessorPil,
+    CLIPImageProcessorPil,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    ProcessorMixin,
+)
+
+FAMILIES = ("instructblip", "instructblip_t5", "blip2", "llava")
+IMAGE_PX = 32  # input side of every tiny vision tower, in pixels
+PATCH_PX = 8  # ViT patch side: (32/8)^2 = 16 patches
+NUM_QUERY_TOKENS = 4  # Q-Former queries (real checkpoints: 32)
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+IMAGE_ID = SPECIALS.index("<image>")
+# Log-odds added to the end-of-sequence row of the output layer so that sampled answers end by EOS sometimes
+# and run to max_new_tokens other times (random weights alone almost never emit EOS).
+EOS_BOOST = 0.8
+
+LABELS = (
+    "person tree sky road car building grass wall floor ceiling window door table chair bed lamp cabinet "
+    "sidewalk mountain water sea sand plant flower fence rock pole sign bus truck bicycle motorcycle bird dog "
+    "cat horse cow sheep boat airplane train bottle cup bowl shelf book painting curtain mirror sofa pillow "
+    "rug stairs railing bench umbrella light street river bridge field cloud snow hill house roof café piñata"
+).split()
+
+
+def _corpus() -> list[str]:
+    """Python-list-shaped lines of label words, deterministic, a few kilobytes."""
+    lines = []
+    for start in range(0, len(LABELS), 3):
+        words = [LABELS[(start + k * 7) % len(LABELS)] for k in range(5)]
+        lines.append("[" + ", ".join(f"'{w}'" for w in words) + "]")
+    lines.append("Analyze the image and provide a Python list containing all semantic segmentation labels.")
+    lines.append("USER: \n ASSISTANT: " + string.printable)  # chat-template words, every ASCII character
+    return lines * 4
+
+
+def _lm_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with a few hundred entries; ids 0..4 are SPECIALS, in that order."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # No full byte alphabet: only the corpus' bytes (incl. the 2-byte UTF-8 of "é", "ñ"), so that random
+    # outputs are mostly word pieces and list punctuation, while split multi-byte characters still occur.
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=SPECIALS)
+    tok.train_from_iterator(_corpus(), trainer)
+    if add_bos:  # Llama/OPT prepend BOS; T5 appends EOS instead
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    else:
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _qformer_tokenizer() -> PreTrainedTokenizerFast:
+    """A small uncased WordPiece, the same kind as the bert-base-uncased tokenizer of real InstructBLIP."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]",
+        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def _vision(**extra: Any) -> dict[str, Any]:
+    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                image_size=IMAGE_PX, patch_size=PATCH_PX, **extra)
+
+
+def _llama(vocab: int, **extra: Any) -> dict[str, Any]:
+    return dict(model_type="llama", vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1,
+                eos_token_id=2, pad_token_id=3, initializer_range=0.1, **extra)
+
+
+def _qformer(vocab: int) -> dict[str, Any]:
+    return dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=64, encoder_hidden_size=32, cross_attention_frequency=1)
+
+
+def _blip_image_processor() -> BlipImageProcessorPil:
+    return BlipImageProcessorPil(size={"height": IMAGE_PX, "width": IMAGE_PX})
+
+
+def _instructblip(t5: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
+    tok, qtok = _lm_tokenizer(add_bos=not t5), _qformer_tokenizer()
+    vocab = len(tok)
+    if t5:
+        text = dict(model_type="t5", vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                    num_decoder_layers=2, num_heads=4, pad_token_id=3, eos_token_id=2, decoder_start_token_id=3,
+                    bos_token_id=None, initializer_factor=4.0)
+    else:
+        text = _llama(vocab)
+    config = InstructBlipConfig(vision_config=_vision(), qformer_config=_qformer(len(qtok)), text_config=text,
+                                num_query_tokens=NUM_QUERY_TOKENS, image_token_index=IMAGE_ID)
+    model = InstructBlipForConditionalGeneration(config)
+    processor = InstructBlipProcessor(_blip_image_processor(), tok, qtok, num_query_tokens=NUM_QUERY_TOKENS)
+    return model, processor
+
+
+def _blip2() -> tuple[PreTrainedModel, ProcessorMixin]:
+    tok = _lm_tokenizer(add_bos=True)
+    text = dict(model_type="opt", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                num_attention_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                pad_token_id=3, word_embed_proj_dim=32, init_std=0.1)
+    config = Blip2Config(vision_config=_vision(), qformer_config=_qformer(30), text_config=text,
+                         num_query_tokens=NUM_QUERY_TOKENS, image_token_index=IMAGE_ID)
+    model = Blip2ForConditionalGeneration(config)
+    processor = Blip2Processor(_blip_image_processor(), tok, num_query_tokens=NUM_QUERY_TOKENS)
+    return model, processor
+
+
+def _llava() -> tuple[PreTrainedModel, ProcessorMixin]:
+    tok = _lm_tokenizer(add_bos=True)
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", projection_dim=32, **_vision()),
+        text_config=_llama(len(tok)), image_token_index=IMAGE_ID,
+        image_seq_length=(IMAGE_PX // PATCH_PX) ** 2, vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(config)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_PX},
+                                            crop_size={"height": IMAGE_PX, "width": IMAGE_PX})
+    processor = LlavaProcessor(image_processor, tok, patch_size=PATCH_PX, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1)
+    return model, processor
+
+
+def _boost_eos(model: PreTrainedModel, eos_id: int) -> None:
+    """Raise the EOS logit by about EOS_BOOST for typical hidden states (a shift along their mean direction)."""
+    head = model.get_output_embeddings().weight
+    direction = head.mean(dim=0)
+    head[eos_id] += EOS_BOOST * direction / direction.pow(2).sum().clamp_min(1e-12) * 0.1
+
+
+@lru_cache(maxsize=None)
+def build_tiny(family: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The tiny model (eval mode, float32, CPU) and its processor for one of FAMILIES; cached per process."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if family == "blip2":
+            model, processor = _blip2()
+        elif family == "llava":
+            model, processor = _llava()
+        else:
+            model, processor = _instructblip(t5=family == "instructblip_t5")
+    return model.eval(), processor

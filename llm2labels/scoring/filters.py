@@ -1,0 +1,101 @@
+"""Per-image label filters (method "Stage 1b"): image scores in, the kept subset out.
+
+Each filter is a small class built from plain keyword arguments (Hydra `_target_`), validated at construction,
+with a `name` for logging. Calling it on {label: image score} returns the kept labels with their scores, in
+the input order. Scores are expected to be finite (image scores from `pool_image` are in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from llm2labels.errors import ConfigError
+
+
+def _in_range(owner: str, param: str, value: object, lo: float, hi: float) -> float:
+    """Return `value` as a float if it is a number in [lo, hi]; raise ConfigError naming the parameter otherwise."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or math.isnan(float(value)) or not lo <= float(value) <= hi:  # type: ignore[arg-type]
+        raise ConfigError(f"{owner}: {param} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+class ImageFilter:
+    """Base: `name` for logs, `__call__(scores) -> kept scores`."""
+
+    name: str = "base"
+
+    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+class PercentileFilter(ImageFilter):
+    """Keep labels whose score is >= the q-th percentile of this image's scores (paper default, q = 68).
+
+    `q` is in percent (68 keeps roughly the top 32%; note 0.68 would mean the 0.68th percentile). The cut is
+    `np.quantile(scores, q / 100)` with numpy's default linear interpolation; labels tied at the cut are kept,
+    so a single label, or an image whose labels all score the same, keeps everything.
+    """
+
+    name = "percentile"
+
+    def __init__(self, q: float = 68.0) -> None:
+        self.q = _in_range("PercentileFilter", "q (percent)", q, 0.0, 100.0)
+
+    def cut(self, scores: Mapping[str, float]) -> float:
+        """The score a label needs to be kept (the q-quantile); only for a non-empty `scores`."""
+        return float(np.quantile(np.fromiter(scores.values(), dtype=float), self.q / 100.0))
+
+    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
+        if not scores:
+            return {}
+        cut = self.cut(scores)
+        return {label: s for label, s in scores.items() if s >= cut}
+
+
+class ThresholdFilter(ImageFilter):
+    """Keep labels whose image score is >= t (method `th`)."""
+
+    name = "th"
+
+    def __init__(self, t: float = 0.68) -> None:
+        self.t = _in_range("ThresholdFilter", "t", t, 0.0, 1.0)
+
+    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
+        return {label: s for label, s in scores.items() if s >= self.t}
+
+
+class BothFilter(ImageFilter):
+    """Keep labels that pass both the percentile and the threshold filter (method `both`).
+
+    The quantile is computed over the image's *full* score set, before the threshold removes anything, so
+    the order does not matter: the result is the intersection of the two filters applied on their own.
+    """
+
+    name = "both"
+
+    def __init__(self, q: float = 68.0, t: float = 0.68) -> None:
+        self.q = _in_range("BothFilter", "q (percent)", q, 0.0, 100.0)
+        self.t = _in_range("BothFilter", "t", t, 0.0, 1.0)
+
+    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
+        if not scores:
+            return {}
+        cut = PercentileFilter(self.q).cut(scores)
+        return {label: s for label, s in scores.items() if s >= cut and s >= self.t}
+
+
+class NoFilter(ImageFilter):
+    """Keep every label (method `none`)."""
+
+    name = "none"
+
+    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
+        return dict(scores)

@@ -1,0 +1,52 @@
+"""Weights & Biases logging of a finished run: config, summary figures and the ranked labels as a table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llm2labels.errors import ConfigError
+
+_MODES = ("offline", "online", "disabled")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}, so W&B tables can group by `filter.q`, `grid.name`, ..."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out
+
+
+class WandbTracker:
+    """Offline by default: runs land in `<output dir>/wandb` and sync later with `wandb sync`."""
+
+    def __init__(self, project: str = "llm2labels", mode: str = "offline", entity: str | None = None,
+                 group: str | None = None, tags: list[str] | None = None, max_table_rows: int = 5000) -> None:
+        if mode not in _MODES:
+            raise ConfigError(f"logger.mode must be one of {_MODES}, got {mode!r}")
+        self.project, self.mode, self.entity, self.group = project, mode, entity, group
+        self.tags, self.max_table_rows = list(tags or []), max_table_rows
+
+    def log(self, out_dir: Path, config: dict[str, Any], summary: dict[str, Any], labels: pd.DataFrame) -> str | None:
+        """Log one run; returns the W&B run directory (None when disabled)."""
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE", self.mode)
+        run = wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
+                         mode=mode, dir=str(out_dir), config=flatten(config), reinit="finish_previous")
+        figures = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        figures.update({f"seconds/{k}": v for k, v in summary.get("seconds", {}).items()})
+        figures["skipped"] = len(summary.get("skipped", []))
+        run.summary.update(figures)
+        run.log({"labels": wandb.Table(dataframe=labels.head(self.max_table_rows))})
+        run_dir = getattr(run, "dir", None)
+        run.finish()
+        return None if mode == "disabled" else run_dir

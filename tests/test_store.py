@@ -1,0 +1,102 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from llm2labels.store import FileHashes, SampleStore, sample_key, skip_key
+
+FP = {"model": "org/some-model", "prompt": "p", "seed": 0}
+
+
+def _rec(image, crop, k, text="['a']"):
+    return {"key": sample_key(image, crop, k), "image": image, "crop": crop, "sample": k, "text": text}
+
+
+def test_write_read_and_reopen(tmp_path):
+    store = SampleStore(tmp_path, FP)
+    w = store.writer("r0")
+    w.write([_rec("u1", "full", 0), _rec("u1", "full", 1, "['b', 'ü']")])
+    w.close()
+    again = SampleStore(tmp_path, dict(FP))
+    assert again.dir == store.dir and json.loads((store.dir / "fingerprint.json").read_text()) == FP
+    again.refresh()
+    assert again.keys() == {"u1|full|0", "u1|full|1"}
+    assert again.get("u1|full|1")["text"] == "['b', 'ü']"
+    assert again.get("u1|full|2") is None
+    assert skip_key("u1") == "u1|skip"
+
+
+def test_different_fingerprints_never_share_samples(tmp_path):
+    a = SampleStore(tmp_path, FP)
+    b = SampleStore(tmp_path, {**FP, "prompt": "other"})
+    assert a.dir != b.dir and a.dir.name.startswith("org_some-model-")
+
+
+def test_torn_last_line_is_ignored_and_later_writers_continue(tmp_path):
+    store = SampleStore(tmp_path, FP)
+    w = store.writer()
+    w.write([_rec("u1", "full", 0), _rec("u1", "full", 1)])
+    w.close()
+    # Simulate a kill in the middle of writing the next record.
+    with open(w.path, "a") as fh:
+        fh.write(json.dumps(_rec("u1", "full", 2))[:25])
+    store.refresh()
+    assert store.keys() == {"u1|full|0", "u1|full|1"}
+    w2 = store.writer()
+    w2.write([_rec("u1", "full", 2)])
+    w2.close()
+    store.refresh()
+    assert store.keys() == {"u1|full|0", "u1|full|1", "u1|full|2"}
+    assert store.get("u1|full|2")["sample"] == 2
+
+
+def test_duplicate_keys_count_once(tmp_path):
+    store = SampleStore(tmp_path, FP)
+    for _ in range(2):
+        w = store.writer()
+        w.write([_rec("u1", "full", 0)])
+        w.close()
+    store.refresh()
+    assert len(store) == 1
+
+
+def test_records_survive_a_killed_writer_process(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from llm2labels.store import SampleStore, sample_key
+        s = SampleStore({str(tmp_path)!r}, {FP!r})
+        w = s.writer()
+        for i in range(3):
+            w.write([{{"key": sample_key("u", "full", i), "text": "x"}}])
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -9
+    store = SampleStore(tmp_path, FP)
+    store.refresh()
+    assert store.keys() == {"u|full|0", "u|full|1", "u|full|2"}
+
+
+def test_file_hashes_are_remembered_and_follow_changes(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"hello")
+    b.write_bytes(b"hello")
+    cache = tmp_path / "h" / "filehash.jsonl"
+    ua, ub = FileHashes(cache).uids([a, b])
+    assert ua == ub and len(ua) == 24
+    assert len(cache.read_text().splitlines()) == 2
+    a.write_bytes(b"hello!")
+    os.utime(a, ns=(1, 1))
+    (ua2,) = FileHashes(cache).uids([a])
+    assert ua2 != ua
+    (ub2,) = FileHashes(cache).uids([b])
+    assert ub2 == ub and len(cache.read_text().splitlines()) == 3
+
+
+def test_unreadable_paths_get_a_stable_id_instead_of_failing(tmp_path):
+    missing = tmp_path / "gone.jpg"
+    cache = tmp_path / "filehash.jsonl"
+    (u1,) = FileHashes(cache).uids([missing])
+    (u2,) = FileHashes(cache).uids([missing])
+    assert u1 == u2 and u1.startswith("unreadable-") and not cache.exists()
