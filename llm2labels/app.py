@@ -18,13 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from llm2labels.data.images import DEFAULT_MAX_PIXELS
-from llm2labels.grid import Crop, Grid, sample_seed
+from llm2labels.grid import Crop, Grid
 from llm2labels.outputs import write_json, write_labels_csv
 from llm2labels.postprocess import ImageResult, rank_images, score_image
-from llm2labels.predict import CropWork, ImageWork
 from llm2labels.proposers.base import Proposer
 from llm2labels.scoring.rank import to_frame
 from llm2labels.store import FileHashes, SampleStore, sample_key, skip_key
+from llm2labels.work import ImageWork, effective_crops, plan
 
 log = logging.getLogger("llm2labels")
 
@@ -64,31 +64,6 @@ class Stopwatch:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
-
-
-def effective_crops(grid: Grid, proposer: Proposer) -> list[Crop]:
-    """The grid's crops; a deterministic proposer (a classifier) gives every sample the same: ask for one."""
-    crops = grid.crops()
-    if proposer.deterministic:
-        crops = [Crop(c.key, c.box, 1) for c in crops]
-    return crops
-
-
-def plan(entries: list[Any], uids: list[str], crops: list[Crop], seed: int, store: SampleStore) -> list[ImageWork]:
-    """Work items for the images whose samples are not all in the store (one item per distinct content)."""
-    items: dict[str, ImageWork] = {}
-    for entry, uid in zip(entries, uids):
-        if uid in items or skip_key(uid) in store:
-            continue
-        work = ImageWork(str(entry.path), entry.rel, uid)
-        for c in crops:
-            missing = [(k, sample_seed(seed, uid, c.key, k)) for k in range(c.samples)
-                       if sample_key(uid, c.key, k) not in store]
-            if missing:
-                work.crops.append(CropWork(c.key, c.box, missing))
-        if work.crops:
-            items[uid] = work
-    return list(items.values())
 
 
 def generate(cfg: DictConfig, proposer: Proposer, store: SampleStore, items: list[ImageWork],

@@ -74,8 +74,10 @@ def _closing(text: str, i: int) -> int:
     line_end = n if line_end < 0 else line_end
     j = text.find(closer, i + 1, line_end)
     while j >= 0:
-        backslashes = len(text[i + 1 : j]) - len(text[i + 1 : j].rstrip("\\"))
-        if backslashes % 2 == 0 and (j + 1 == n or text[j + 1].isspace() or text[j + 1] in _CLOSE_BEFORE):
+        k = j
+        while k > i + 1 and text[k - 1] == "\\":  # an odd run of backslashes escapes the quote
+            k -= 1
+        if (j - k) % 2 == 0 and (j + 1 == n or text[j + 1].isspace() or text[j + 1] in _CLOSE_BEFORE):
             return j
         j = text.find(closer, j + 1, line_end)
     return line_end
@@ -112,9 +114,10 @@ def _scan(text: str) -> tuple[list[_Piece], list[_Piece], bool]:
 def _strip_brackets(text: str, start: int, end: int) -> tuple[int, int]:
     """Drop an edge bracket that is unmatched inside the item, or a pair that wraps the whole item."""
     first, last = text[start], text[end - 1]
-    if first in _BRACKET_PAIRS and last == _BRACKET_PAIRS[first] and end - start >= 2:
+    match = _BRACKET_PAIRS.get(first)
+    if match is not None and last == match and end - start >= 2:
         return start + 1, end - 1
-    if first in _BRACKET_PAIRS and text.count(first, start, end) > text.count(_BRACKET_PAIRS[first], start, end):
+    if match is not None and text.count(first, start, end) > text.count(match, start, end):
         return start + 1, end
     for opener, closer in _BRACKET_PAIRS.items():
         if last == closer and text.count(closer, start, end) > text.count(opener, start, end):

@@ -6,7 +6,6 @@ rank that produced it (one store file per rank), so nothing is gathered in memor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -17,21 +16,7 @@ from llm2labels.data.images import load_rgb
 from llm2labels.errors import ImageError
 from llm2labels.proposers.base import CropRequest, Proposer
 from llm2labels.store import SampleStore, StoreWriter, sample_key, skip_key
-
-
-@dataclass
-class CropWork:
-    key: str
-    box: tuple[float, float, float, float]  # relative (left, top, right, bottom)
-    samples: list[tuple[int, int]]  # (sample index, seed) still missing from the store
-
-
-@dataclass
-class ImageWork:
-    path: str
-    rel: str
-    uid: str
-    crops: list[CropWork] = field(default_factory=list)
+from llm2labels.work import CropWork, ImageWork
 
 
 class ProposalDataset(Dataset):

@@ -82,8 +82,11 @@ def test_idempotent_and_never_raises(text: str) -> None:
     assert "  " not in once
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.sampled_from(["tree", "car", "box", "woman", "bus", "glass", "leaf", "person", "mouse"]))
+@pytest.mark.parametrize(
+    "word", ["tree", "car", "box", "woman", "bus", "wine glass", "leaf", "person", "mouse"]
+)
 def test_plural_and_singular_meet(word: str) -> None:
+    """inflect's own plural normalises back to the singular (bare "glasses" is the eyewear exception)."""
     plural = inflect.engine().plural_noun(word)
+    assert plural != word
     assert normalize_label(plural) == normalize_label(word) == word

@@ -30,7 +30,10 @@ CORPUS: list[tuple[str, list[str]]] = [
     ("['...', '!!', '-', 'sky']", ["sky"]),  # punctuation-only items are skipped
     ("['The image shows a busy street with many cars and people', 'car']", ["car"]),  # sentence > 6 words
     ("[sky, tree, car]", ["sky", "tree", "car"]),
-    ("Here are the labels:\n1. Sky: the blue area\n2. Trees\n3. Road\nThese are all.", ["Sky", "Trees", "Road"]),
+    (
+        "Here are the labels:\n1. Sky: the blue area\n2. Trees\n3. Road\nThese are all.",
+        ["Sky", "Trees", "Road"],
+    ),
     ("{'labels': ['sky', 'tree']}", ["sky", "tree"]),
     ("```python\nlabels = ['building', 'window']\n```", ["building", "window"]),
     ("['sky' 'tree']", ["sky", "tree"]),  # missing comma
@@ -47,7 +50,7 @@ CORPUS: list[tuple[str, list[str]]] = [
     ("['traffic light', 'traffic light', 'traffic light']", ["traffic light"] * 3),  # duplicates kept
     ("1. Sky [background]\n2. Tree", ["Sky [background]", "Tree"]),  # a bracketed aside is not a list
     ("['sky.', ' tree ', 'car,']", ["sky", "tree", "car"]),
-    ("[\"sky\", \"tree\", \"car\"], [\"grass\"", ["sky", "tree", "car", "grass"]),
+    ('["sky", "tree", "car"], ["grass"', ["sky", "tree", "car", "grass"]),
 ]
 
 
@@ -99,8 +102,12 @@ def test_long_text_is_linear_enough() -> None:
 
 def _naive_token_indices(token_ends: list[int], start: int, end: int) -> list[int]:
     """Reference: token i's character set intersected with the span's, character by character."""
-    starts = [0, *token_ends[:-1]]
-    return [i for i, (a, b) in enumerate(zip(starts, token_ends)) if set(range(a, b)) & set(range(start, end))]
+    starts = [0, *token_ends][: len(token_ends)]
+    return [
+        i
+        for i, (a, b) in enumerate(zip(starts, token_ends, strict=True))
+        if set(range(a, b)) & set(range(start, end))
+    ]
 
 
 # Tokens: "['" [0,2) "sky" [2,5) "'," [5,7) "" [7,7) " '" [7,9) "tree" [9,13) "']" [13,15)

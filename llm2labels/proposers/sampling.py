@@ -1,18 +1,23 @@
 """Seeded, batch-independent sampling and per-token log-probability capture, as Hugging Face logits processors.
 
 `generate(do_sample=True)` draws every row of a batch from one global RNG stream, so a sample would depend on
-the batch it ran in. Instead we run greedy decoding over `processed scores + Gumbel noise`: the argmax of
-log-softmax + Gumbel(0, 1) noise is an exact sample from the softmax (the Gumbel-max trick), and the noise is
-a pure function of (row seed, step, token id), so sample k of a crop depends only on the crop, the sampling
-parameters and its own seed. The processor list, in the order HF itself applies them:
+the batch it ran in. Instead the last processor draws the token itself: the argmax of log-softmax + Gumbel(0, 1)
+noise is an exact sample from the softmax (the Gumbel-max trick), and the noise is a pure function of
+(row seed, step, token id), so sample k of a crop depends only on the crop, the sampling parameters and its own
+seed. It hands HF a distribution with all mass on that token, which HF's multinomial step can only return
+(greedy decoding would do too, but transformers 5 refuses greedy with num_return_sequences > 1). The processor
+list, in the order HF itself applies them:
 
     RawCapture -> RepetitionPenalty -> Temperature -> TopK -> TopP -> ProcessedCapture -> GumbelSampler
 
 with only the capture named by the log-prob mode present. HF must add no processor of its own (the first one
-then sees the raw logits): `neutral_generation_config` and `builtin_processors` see to that.
+then sees the raw logits): `neutral_generation_config`, `call_generation_config` and `builtin_processors`
+see to that.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor
@@ -139,7 +144,8 @@ class GeneratedOnly(LogitsProcessor):
 
 
 class GumbelSampler(LogitsProcessor):
-    """Last processor: scores + counter-based Gumbel noise, so HF's greedy argmax draws an exact sample."""
+    """Last processor: draws argmax(scores + counter-based Gumbel noise) and returns a one-hot distribution
+    (0 there, -inf elsewhere), so HF's own sampling step can only pick the token drawn here."""
 
     def __init__(self, state: SamplingState) -> None:
         self.state = state
@@ -147,7 +153,8 @@ class GumbelSampler(LogitsProcessor):
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         # argmax(log_softmax(s) + g) == argmax(s + g): the normaliser is one constant per row.
         noise = gumbel_noise(self.state.row_seeds.to(scores.device), self.state.step(input_ids), scores.shape[1])
-        return scores + noise.to(scores.dtype)
+        choice = (scores.double() + noise).argmax(dim=-1, keepdim=True)
+        return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
 
 def build_processors(
@@ -185,6 +192,21 @@ def neutral_generation_config(base: GenerationConfig) -> GenerationConfig:
     """
     keep = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
     return GenerationConfig(**{name: getattr(base, name, None) for name in keep})
+
+
+def call_generation_config(neutral: GenerationConfig, samples: int, max_new_tokens: int) -> GenerationConfig:
+    """The config of one generate call: `samples` rows per input, our processors only.
+
+    do_sample=True (HF's multinomial step then returns GumbelSampler's token) with its warpers set to
+    their off values explicitly: left unset, HF would fill in its global default top_k=50.
+    """
+    config = copy.deepcopy(neutral)
+    config.update(
+        do_sample=True, num_beams=1, num_return_sequences=samples, max_new_tokens=max_new_tokens,
+        temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0, repetition_penalty=1.0, length_penalty=1.0,
+        return_dict_in_generate=True, output_scores=False, output_logits=False,
+    )
+    return config
 
 
 def builtin_processors(model: PreTrainedModel, call_config: GenerationConfig) -> list[str]:

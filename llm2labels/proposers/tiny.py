@@ -9,7 +9,7 @@ own RNG fork, so the caller's global RNG state is untouched) and cached per proc
 from __future__ import annotations
 
 import string
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import torch
@@ -37,9 +37,9 @@ PATCH_PX = 8  # ViT patch side: (32/8)^2 = 16 patches
 NUM_QUERY_TOKENS = 4  # Q-Former queries (real checkpoints: 32)
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 IMAGE_ID = SPECIALS.index("<image>")
-# Log-odds added to the end-of-sequence row of the output layer so that sampled answers end by EOS sometimes
-# and run to max_new_tokens other times (random weights alone almost never emit EOS).
-EOS_BOOST = 0.8
+# Raw logit added to end-of-sequence, per family, so that sampled answers end by EOS sometimes and run to
+# max_new_tokens other times (random weights alone give EOS either almost never or all the time).
+EOS_BIAS = {"instructblip": 0.0, "instructblip_t5": 0.0, "blip2": 0.0, "llava": 0.0}
 
 LABELS = (
     "person tree sky road car building grass wall floor ceiling window door table chair bed lamp cabinet "
@@ -56,7 +56,7 @@ def _corpus() -> list[str]:
         words = [LABELS[(start + k * 7) % len(LABELS)] for k in range(5)]
         lines.append("[" + ", ".join(f"'{w}'" for w in words) + "]")
     lines.append("Analyze the image and provide a Python list containing all semantic segmentation labels.")
-    lines.append("USER: \n ASSISTANT: " + string.printable)  # chat-template words, every ASCII character
+    lines.append("USER: \n ASSISTANT: " + string.ascii_letters + string.digits + string.punctuation)
     return lines * 4
 
 
@@ -109,7 +109,7 @@ def _llama(vocab: int, **extra: Any) -> dict[str, Any]:
 
 def _qformer(vocab: int) -> dict[str, Any]:
     return dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=64, encoder_hidden_size=32, cross_attention_frequency=1)
+                intermediate_size=64, max_position_embeddings=128, encoder_hidden_size=32, cross_attention_frequency=1)
 
 
 def _blip_image_processor() -> BlipImageProcessorPil:
@@ -122,7 +122,7 @@ def _instructblip(t5: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
     if t5:
         text = dict(model_type="t5", vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
                     num_decoder_layers=2, num_heads=4, pad_token_id=3, eos_token_id=2, decoder_start_token_id=3,
-                    bos_token_id=None, initializer_factor=4.0)
+                    bos_token_id=None)
     else:
         text = _llama(vocab)
     config = InstructBlipConfig(vision_config=_vision(), qformer_config=_qformer(len(qtok)), text_config=text,
@@ -159,14 +159,22 @@ def _llava() -> tuple[PreTrainedModel, ProcessorMixin]:
     return model, processor
 
 
-def _boost_eos(model: PreTrainedModel, eos_id: int) -> None:
-    """Raise the EOS logit by about EOS_BOOST for typical hidden states (a shift along their mean direction)."""
-    head = model.get_output_embeddings().weight
-    direction = head.mean(dim=0)
-    head[eos_id] += EOS_BOOST * direction / direction.pow(2).sum().clamp_min(1e-12) * 0.1
+def _set_eos_bias(model: PreTrainedModel, bias: float) -> None:
+    """Give the output layer a bias that is 0 except `bias` on EOS (tied weights stay tied).
+
+    Random weights put EOS anywhere from "never" to "every few tokens"; the bias is tuned per family so
+    that, at the default sampling settings, some answers end by EOS and others run to max_new_tokens.
+    """
+    head = model.get_output_embeddings()
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    biased.weight = head.weight
+    with torch.no_grad():
+        biased.bias.zero_()
+        biased.bias[SPECIALS.index("</s>")] = bias
+    model.set_output_embeddings(biased)
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_tiny(family: str) -> tuple[PreTrainedModel, ProcessorMixin]:
     """The tiny model (eval mode, float32, CPU) and its processor for one of FAMILIES; cached per process."""
     if family not in FAMILIES:
@@ -179,4 +187,5 @@ def build_tiny(family: str) -> tuple[PreTrainedModel, ProcessorMixin]:
             model, processor = _llava()
         else:
             model, processor = _instructblip(t5=family == "instructblip_t5")
+        _set_eos_bias(model, EOS_BIAS[family])
     return model.eval(), processor

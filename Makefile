@@ -1,0 +1,26 @@
+PY ?= .venv/bin/python
+.PHONY: install test test-slow lint run smoke clean
+
+install:  ## create .venv and install the package with its dev extras (CPU torch pinned)
+	python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[dev]"
+
+test:  ## the default suite (fast, offline)
+	$(PY) -m pytest -q
+
+test-slow:  ## multi-process, sweep and end-to-end tests
+	$(PY) -m pytest -q -m slow
+
+lint:
+	$(PY) -m ruff check llm2labels tests run.py
+
+run:  ## the embedded default: real photos, offline ImageNet classifier
+	$(PY) run.py
+
+smoke:  ## the tiny random InstructBLIP on two embedded photos
+	$(PY) run.py debug=smoke
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,289 @@
+"""Hugging Face vision-language models as label proposers: InstructBLIP (Vicuna, Flan-T5), BLIP-2, LLaVA-1.5.
+
+One `generate` call per batch of crops asks for `len(seeds)` answers per crop. Sampling is done by our own
+processors (see `sampling`), so sample k of a crop depends only on (crop, fingerprint, seeds[k]). The image
+is encoded once per crop, not once per sample: InstructBLIP/BLIP-2 encode before HF expands the batch, and
+for LLaVA we merge the image features into `inputs_embeds` ourselves before calling `generate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin
+
+from llm2labels.errors import ConfigError
+from llm2labels.proposers.base import (
+    CropRequest,
+    Generation,
+    MissingWeightsError,
+    Proposer,
+    token_ends_from_pieces,
+)
+from llm2labels.proposers.sampling import (
+    SAMPLING_CODE_VERSION,
+    SamplingState,
+    build_processors,
+    builtin_processors,
+    call_generation_config,
+    neutral_generation_config,
+    seeds_tensor,
+)
+
+DEFAULT_PROMPT = (
+    "Analyze the image and provide a Python list containing all semantic segmentation labels for the image."
+)
+DTYPES: dict[str, torch.dtype | str] = {
+    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto",
+}
+TINY_PREFIX = "tiny:"  # model ids "tiny:<family>" build a random tiny model (llm2labels.proposers.tiny)
+FAMILY_OF_MODEL_TYPE = {"instructblip": "instructblip", "blip-2": "blip2", "llava": "llava"}
+
+
+class HFVLMProposer(Proposer):
+    """Samples label lists from a Hugging Face VLM, keeping each token's log-probability.
+
+    `template` wraps the prompt in the model's chat format ("{prompt}" is replaced by `prompt`). The
+    repetition penalty applies to generated tokens only (see `sampling.GeneratedOnly`).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        prompt: str = DEFAULT_PROMPT,
+        template: str = "{prompt}",
+        top_p: float = 0.9,
+        temperature: float = 0.3,
+        repetition_penalty: float = 2.0,
+        max_new_tokens: int = 100,
+        top_k: int = 50,
+        logprobs: str = "raw",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.model_id, self.prompt, self.template = model, prompt, template
+        self.top_p, self.temperature, self.repetition_penalty = top_p, temperature, repetition_penalty
+        self.max_new_tokens, self.top_k, self.logprob_mode, self.dtype = max_new_tokens, top_k, logprobs, dtype
+        self.batch_size, self.revision, self.trust_remote_code = batch_size, revision, trust_remote_code
+        self._validate()
+        self._model: PreTrainedModel | None = None
+        self._processor: ProcessorMixin | None = None
+        self._family = ""
+        self._eos_ids: list[int] = []
+
+    def _validate(self) -> None:
+        checks = [
+            (bool(self.model_id), "model must be a model id or tiny:<family>"),
+            ("{prompt}" in self.template, f"template must contain {{prompt}}, got {self.template!r}"),
+            (0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}"),
+            (_is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
+             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}"),
+            (_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0 (0: off), got {self.top_k}"),
+            (self.logprob_mode in ("raw", "processed"), f"logprobs must be raw or processed, got {self.logprob_mode!r}"),
+            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "backend": "hf_vlm", "model": self.model_id, "revision": self.revision, "prompt": self.prompt,
+            "template": self.template, "top_p": self.top_p, "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty, "top_k": self.top_k,
+            "max_new_tokens": self.max_new_tokens, "logprobs": self.logprob_mode, "dtype": self.dtype,
+            "sampling_code": SAMPLING_CODE_VERSION,
+        }
+
+    def setup(self, device: str = "cpu") -> None:
+        if self.model_id.startswith(TINY_PREFIX):
+            from llm2labels.proposers.tiny import build_tiny
+
+            model, processor = copy.deepcopy(build_tiny(self.model_id[len(TINY_PREFIX):]))
+            if self.dtype != "auto":
+                model = model.to(DTYPES[self.dtype])
+        else:
+            model, processor = load_pretrained(self.model_id, self.revision, self.dtype, self.trust_remote_code)
+        self._family = FAMILY_OF_MODEL_TYPE.get(model.config.model_type, "")
+        if not self._family:
+            raise ConfigError(f"{self.model_id}: model type {model.config.model_type!r} is not supported "
+                              "(use InstructBLIP, BLIP-2 or LLaVA-1.5)")
+        self._model, self._processor = model.to(device).eval(), processor
+        self._eos_ids = self._install_generation_config()
+        if not self._is_encoder_decoder():
+            processor.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
+
+    def _generator(self) -> PreTrainedModel:
+        """The module whose `generate` runs the decoding loop (BLIP models delegate to their language model)."""
+        assert self._model is not None, "call setup() first"
+        return self._model if self._family == "llava" else self._model.language_model
+
+    def _is_encoder_decoder(self) -> bool:
+        return bool(self._generator().config.is_encoder_decoder)
+
+    def _install_generation_config(self) -> list[int]:
+        """Replace the checkpoint's generation defaults with neutral ones; return the EOS ids."""
+        generator = self._generator()
+        base = generator.generation_config
+        if base.eos_token_id is None:
+            base.eos_token_id = self._processor.tokenizer.eos_token_id
+        if base.pad_token_id is None:
+            base.pad_token_id = self._processor.tokenizer.pad_token_id
+        neutral = neutral_generation_config(base)
+        generator.generation_config = neutral
+        self._model.generation_config = copy.deepcopy(neutral)
+        added = builtin_processors(generator, self._call_config(1))
+        if added:  # the first of our processors would not see the raw logits
+            raise RuntimeError(f"{self.model_id}: generate() would add its own processors {added}")
+        eos = neutral.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def _call_config(self, samples: int) -> GenerationConfig:
+        return call_generation_config(self._generator().generation_config, samples, self.max_new_tokens)
+
+    def propose(self, requests: list[CropRequest]) -> list[list[Generation]]:
+        """Batches crops that want the same number of samples, `batch_size` crops per generate call."""
+        out: list[list[Generation]] = [[] for _ in requests]
+        by_count: dict[int, list[int]] = {}
+        for index, request in enumerate(requests):
+            if request.seeds:
+                by_count.setdefault(len(request.seeds), []).append(index)
+        for indices in by_count.values():
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start:start + self.batch_size]
+                for index, generations in zip(batch, self._propose_batch([requests[i] for i in batch])):
+                    out[index] = generations
+        return out
+
+    def _propose_batch(self, requests: list[CropRequest]) -> list[list[Generation]]:
+        samples = len(requests[0].seeds)
+        state = SamplingState(seeds_tensor([s for r in requests for s in r.seeds], self._model.device))
+        processors, capture = build_processors(
+            state, logprobs=self.logprob_mode, repetition_penalty=self.repetition_penalty,
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+        )
+        # fork_rng: HF's multinomial step draws from the global RNG (its outcome is fixed by GumbelSampler)
+        with torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
+            inputs = self._model_inputs([r.image for r in requests])
+            output = self._model.generate(**inputs, generation_config=self._call_config(samples),
+                                          logits_processor=processors)
+            new_tokens = output.sequences[:, state.prompt_len:]
+            logprobs = capture.finish(new_tokens)
+        rows = [self._generation(ids, lps) for ids, lps in zip(new_tokens.tolist(), logprobs.tolist())]
+        return [rows[i * samples:(i + 1) * samples] for i in range(len(requests))]
+
+    def _rng_devices(self) -> list[int]:
+        device = self._model.device
+        return [device.index or 0] if device.type == "cuda" else []
+
+    def _model_inputs(self, images: list[Any]) -> dict[str, Tensor]:
+        """Processor outputs on the model's device, pixels in its dtype; LLaVA's as merged inputs_embeds."""
+        text = self.template.replace("{prompt}", self.prompt)
+        inputs = self._processor(images=[im.convert("RGB") for im in images], text=[text] * len(images),
+                                 return_tensors="pt", padding=True)
+        inputs = {k: v.to(self._model.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        return _llava_embeds(self._model, inputs) if self._family == "llava" else inputs
+
+    def _generation(self, ids: list[int], logprobs: list[float]) -> Generation:
+        """Cut at the first EOS (excluded), decode, and locate each token's end in the text."""
+        cut = next((j for j, token in enumerate(ids) if token in self._eos_ids), len(ids))
+        ids, logprobs = ids[:cut], logprobs[:cut]
+        text, ends = decode_with_ends(self._processor.tokenizer, ids)
+        return Generation(text=text, token_ids=ids, token_ends=ends, logprobs=logprobs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _llava_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Encode each crop once and scatter its features over its image tokens (HF's LLaVA forward, done here).
+
+    Handing `generate` merged embeddings (not pixel_values) keeps the vision tower at one row per crop
+    whatever the transformers version does when it expands the batch for num_return_sequences.
+    """
+    input_ids = inputs["input_ids"]
+    embeds = model.get_input_embeddings()(input_ids)
+    features = model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True).pooler_output
+    features = torch.cat(list(features), dim=0).to(embeds.dtype)
+    is_image = input_ids == model.config.image_token_id
+    if int(is_image.sum()) != features.shape[0]:
+        raise RuntimeError(f"{int(is_image.sum())} image tokens in the prompt for {features.shape[0]} features")
+    embeds = embeds.masked_scatter(is_image[..., None], features)
+    return {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}
+
+
+def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
+    """The text of `ids` (special tokens skipped) and where each token ends in it.
+
+    Token j ends where the decoded prefix ids[:j+1] stops agreeing with the full text; this is exact for
+    SentencePiece spacing and for byte-level tokens that split a UTF-8 character (the character is
+    credited to the token that completes it; the others get an empty piece).
+    """
+    if not ids:
+        return "", []
+    prefixes = tokenizer.batch_decode([ids[:j + 1] for j in range(len(ids))], skip_special_tokens=True,
+                                      clean_up_tokenization_spaces=False)
+    text, ends, end = prefixes[-1], [], 0
+    for prefix in prefixes:
+        end = max(end, len(os.path.commonprefix([prefix, text])))
+        ends.append(end)
+    return token_ends_from_pieces([text[a:b] for a, b in zip([0, *ends[:-1]], ends)])
+
+
+def load_pretrained(model_id: str, revision: str | None, dtype: str, trust_remote_code: bool,
+                    ) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """`from_pretrained` of model + processor; from the local cache first, the hub only if reachable."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    def load(local_only: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
+        kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
+        AutoConfig.from_pretrained(model_id, **kwargs)  # fails fast on a missing model, before the weights
+        processor = AutoProcessor.from_pretrained(model_id, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
+        return model, processor
+
+    try:
+        return load(local_only=True)
+    except OSError:
+        if _hub_offline() or not _hub_reachable():
+            raise MissingWeightsError(_missing_message(model_id, "not in the local cache, hub offline")) from None
+    try:
+        return load(local_only=False)
+    except OSError:
+        raise MissingWeightsError(_missing_message(model_id, "not cached and the download failed")) from None
+
+
+def _missing_message(model_id: str, why: str) -> str:
+    home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return (f"{model_id}: weights {why}; run `hf download {model_id}` on a connected machine (or point HF_HOME, "
+            f"now {home}, at a cache that has it)")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A TCP connect to the hub endpoint, so that a machine without network fails in seconds, not after
+    the hub client's retries (~30 s). With a proxy configured, we cannot tell: let the client try."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,115 @@
+"""The Hydra app end to end on the embedded photos with the offline ImageNet proposer (real weights)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CONF, read_json, run_cli
+from hydra.utils import instantiate
+from PIL import Image
+
+from llm2labels.app import run
+
+
+def _recompute_ranking(images_jsonl: Path, n_images: int) -> dict[str, tuple[float, float, int]]:
+    """occ, prob and score of every label, recomputed by hand from the per-image kept labels."""
+    kept = defaultdict(list)
+    for line in images_jsonl.read_text().splitlines():
+        for label, score in json.loads(line)["kept"].items():
+            kept[label].append(score)
+    return {lab: (len(s) / n_images, float(np.mean(s)), len(s)) for lab, s in kept.items()}
+
+
+def test_default_run_writes_ranked_labels_and_reuses_the_store(make_cfg, tmp_path):
+    summary = run(make_cfg())
+    out = tmp_path / "out"
+    assert summary["images"] == 6 and summary["skipped"] == [] and summary["crops"] == 6
+    assert summary["generations"] == 6 and summary["cache_hits"] == 0  # a classifier: one sample per crop
+    labels = pd.read_csv(out / "labels.csv")
+    assert list(labels.columns) == ["rank", "label", "score", "occ", "prob", "images", "surface_forms"]
+    expected = _recompute_ranking(out / "images.jsonl", 6)
+    assert set(labels.label) == set(expected)
+    for row in labels.itertuples():
+        occ, prob, images = expected[row.label]
+        assert row.occ == pytest.approx(occ) and row.prob == pytest.approx(prob) and row.images == images
+        assert row.score == pytest.approx(occ * prob)
+    assert list(labels.score) == sorted(labels.score, reverse=True)
+    # Real photos, real classifier: the coffee photo's top class is kept.
+    coffee = next(json.loads(x) for x in (out / "images.jsonl").read_text().splitlines() if "coffee" in x)
+    assert max(coffee["labels"], key=lambda k: coffee["labels"][k][0]) == "espresso"
+    vocab = read_json(out / "vocabulary.json")
+    assert [s["name"] for s in vocab["synsets"]] == list(labels.label)
+    # A run that differs only after the model reuses every stored sample.
+    again = run(make_cfg("filter=none", "scorer=occ", out="out2"))
+    assert again["generations"] == 0 and again["cache_hits"] == 6
+    assert len(pd.read_csv(tmp_path / "out2" / "labels.csv")) >= len(labels)
+
+
+def test_bad_files_are_skipped_with_reasons_and_listed_again_on_rerun(make_cfg, tmp_path):
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(root / "good.jpg")
+    Image.new("CMYK", (64, 48), (0, 200, 200, 0)).save(root / "sub" / "cmyk.jpg")
+    Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(root / "deep.png")
+    Image.new("RGBA", (40, 40), (0, 0, 255, 100)).save(root / "alpha.png")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.png").write_text("not an image")
+    good = (root / "good.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    for out in ("a", "b"):
+        summary = run(make_cfg("dataset=folder", f"dataset.root={root}", out=out))
+        reasons = {s["path"]: s["reason"] for s in summary["skipped"]}
+        assert set(reasons) == {"empty.jpg", "notes.png", "truncated.jpg"}
+        assert reasons["empty.jpg"].startswith("empty file") and reasons["notes.png"] == "not an image"
+        assert reasons["truncated.jpg"].startswith("corrupt or truncated")
+        assert summary["images"] == 4
+    assert summary["generations"] == 0 and summary["cache_hits"] == 4
+
+
+def _options() -> list[tuple[str, str]]:
+    return [(g.name, f.stem) for g in sorted(CONF.iterdir()) if g.is_dir() and g.name not in {"experiment", "debug"}
+            for f in sorted(g.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), _options())
+def test_every_config_option_instantiates(make_cfg, tmp_path, group, option):
+    overrides = [f"{group}={option}"]
+    if group == "dataset" and option == "folder":
+        overrides.append(f"dataset.root={tmp_path}")
+    cfg = make_cfg(*overrides)
+    node = cfg[group]
+    if not node:  # logger=none
+        return
+    obj = instantiate(node, **({"callbacks": []} if group == "trainer" else {}))
+    assert obj is not None and not isinstance(obj, dict)
+
+
+@pytest.mark.parametrize("name", ["paper", "smoke"])
+def test_experiments_and_debug_compose(make_cfg, name):
+    group = "debug" if name == "smoke" else "experiment"
+    cfg = make_cfg(f"{group}={name}")
+    assert cfg.proposer._target_.endswith("HFVLMProposer")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["filter.q=120"], "q (percent) must be a number in [0, 100], got 120"),
+    (["filter=th", "filter.t=1.5"], "must be a number in [0, 1], got 1.5"),
+    (["grid.whole=-1"], "grid.whole must be an integer >= 0"),
+    (["dataset=folder"], "dataset.root is required"),
+])
+def test_bad_values_fail_at_start_with_one_line(tmp_path, args, message):
+    proc = run_cli(*args, f"hydra.run.dir={tmp_path}", env={"LLM2LABELS_CACHE": str(tmp_path / "c")})
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "c").exists()  # nothing was generated or stored
+
+
+def test_unknown_grid_is_refused_by_hydra(tmp_path):
+    proc = run_cli("grid=nope", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0 and "Could not find 'grid/nope'" in proc.stderr
