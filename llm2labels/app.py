@@ -146,7 +146,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     summary["seconds"] = watch.seconds
     write_json(out_dir / "summary.json", summary)
     if parts.tracker is not None:
-        parts.tracker.log(out_dir, OmegaConf.to_container(cfg, resolve=True), summary, to_frame(ranked))
+        # The job's own keys; Hydra's node is present only when composed with it (tests).
+        config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        parts.tracker.log(out_dir, config, summary, to_frame(ranked))
     store.close()
     log.info("%d labels from %d images (%d skipped) -> %s", len(ranked), n_images, len(skipped), out_dir)
     return summary

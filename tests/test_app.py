@@ -113,3 +113,34 @@ def test_bad_values_fail_at_start_with_one_line(tmp_path, args, message):
 def test_unknown_grid_is_refused_by_hydra(tmp_path):
     proc = run_cli("grid=nope", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0 and "Could not find 'grid/nope'" in proc.stderr
+
+
+def test_wandb_offline_logs_config_summary_and_label_table(make_cfg, tmp_path):
+    summary = run(make_cfg("logger=wandb", "logger.group=g1"))
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list((runs[0] / "files" / "media" / "table").glob("labels_*.table.json"))
+    table = read_json(tables[0])
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv")
+    assert table["columns"] == list(labels.columns) and len(table["data"]) == summary["labels"] == len(labels)
+    assert [row[1] for row in table["data"]] == list(labels.label)
+    # Offline runs keep config and summary in the run's binary log; the flattened keys must be in it.
+    log = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (b"filter.q", b"grid.name", b"proposer.top_k", b"generations", b"cache_hits", b"g1"):
+        assert key in log
+
+
+def test_tiny_vlm_run_is_reproducible_whatever_the_batching(make_cfg, tmp_path):
+    common = ["proposer=tiny_instructblip", "proposer.max_new_tokens=16", "dataset.limit=3", "grid=sgc"]
+    a = run(make_cfg(*common, "loader.batch_size=1", "proposer.batch_size=1", "cache.dir=" + str(tmp_path / "c1"),
+                     out="a"))
+    b = run(make_cfg(*common, "loader.batch_size=3", "proposer.batch_size=8", "cache.dir=" + str(tmp_path / "c2"),
+                     out="b"))
+    assert a["generations"] == b["generations"] == 3 * 5
+    texts = [{json.loads(line)["key"]: json.loads(line)["text"] for f in sorted((tmp_path / c).glob("*/samples-*"))
+              for line in f.read_text().splitlines()} for c in ("c1", "c2")]
+    assert texts[0] == texts[1] and len(texts[0]) == 15
+    # Same samples; log-probs agree to float precision (batch shapes change the order of float sums).
+    la, lb = (pd.read_csv(tmp_path / d / "labels.csv") for d in ("a", "b"))
+    assert list(la.label) == list(lb.label)
+    assert np.allclose(la.score, lb.score, rtol=1e-5, atol=0)

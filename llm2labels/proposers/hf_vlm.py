@@ -10,38 +10,28 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin
 
 from llm2labels.errors import ConfigError
-from llm2labels.proposers.base import (
-    CropRequest,
-    Generation,
-    MissingWeightsError,
-    Proposer,
-    token_ends_from_pieces,
-)
+from llm2labels.proposers.base import CropRequest, Generation, Proposer, token_ends_from_pieces
+from llm2labels.proposers.hf_hub import DTYPES, load_pretrained
 from llm2labels.proposers.sampling import (
     SAMPLING_CODE_VERSION,
     SamplingState,
     build_processors,
     builtin_processors,
     call_generation_config,
-    neutral_generation_config,
     seeds_tensor,
 )
+from llm2labels.proposers.tiny import FAMILIES as TINY_FAMILIES
 
 DEFAULT_PROMPT = (
     "Analyze the image and provide a Python list containing all semantic segmentation labels for the image."
 )
-DTYPES: dict[str, torch.dtype | str] = {
-    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto",
-}
 TINY_PREFIX = "tiny:"  # model ids "tiny:<family>" build a random tiny model (llm2labels.proposers.tiny)
 FAMILY_OF_MODEL_TYPE = {"instructblip": "instructblip", "blip-2": "blip2", "llava": "llava"}
 
@@ -69,10 +59,10 @@ class HFVLMProposer(Proposer):
         revision: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        self.model_id, self.prompt, self.template = model, prompt, template
+        self.model_id, self.revision, self.trust_remote_code = model, revision, trust_remote_code
+        self.prompt, self.template, self.logprob_mode, self.dtype = prompt, template, logprobs, dtype
         self.top_p, self.temperature, self.repetition_penalty = top_p, temperature, repetition_penalty
-        self.max_new_tokens, self.top_k, self.logprob_mode, self.dtype = max_new_tokens, top_k, logprobs, dtype
-        self.batch_size, self.revision, self.trust_remote_code = batch_size, revision, trust_remote_code
+        self.top_k, self.max_new_tokens, self.batch_size = top_k, max_new_tokens, batch_size
         self._validate()
         self._model: PreTrainedModel | None = None
         self._processor: ProcessorMixin | None = None
@@ -80,29 +70,43 @@ class HFVLMProposer(Proposer):
         self._eos_ids: list[int] = []
 
     def _validate(self) -> None:
-        checks = [
-            (bool(self.model_id), "model must be a model id or tiny:<family>"),
-            ("{prompt}" in self.template, f"template must contain {{prompt}}, got {self.template!r}"),
-            (0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}"),
-            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}"),
-            (_is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
-             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}"),
-            (_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0 (0: off), got {self.top_k}"),
-            (self.logprob_mode in ("raw", "processed"), f"logprobs must be raw or processed, got {self.logprob_mode!r}"),
-            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
-            (_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-        ]
-        for ok, message in checks:
-            if not ok:
+        rules = {  # message -> holds
+            "model must be a model id or tiny:<family>": bool(self.model_id),
+            f"tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}, got {self.model_id}": (
+                not self.model_id.startswith(TINY_PREFIX)
+                or self.model_id[len(TINY_PREFIX) :] in TINY_FAMILIES
+            ),
+            f"template must contain {{prompt}}, got {self.template!r}": "{prompt}" in self.template,
+            f"top_p must be in (0, 1], got {self.top_p}": 0.0 < self.top_p <= 1.0,
+            f"temperature must be > 0, got {self.temperature}": self.temperature > 0,
+            f"repetition_penalty must be > 0, got {self.repetition_penalty}": self.repetition_penalty > 0,
+            f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}": _at_least(
+                self.max_new_tokens, 1
+            ),
+            f"top_k must be an integer >= 0 (0: off), got {self.top_k}": _at_least(self.top_k, 0),
+            f"logprobs must be raw or processed, got {self.logprob_mode!r}": self.logprob_mode
+            in ("raw", "processed"),
+            f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}": self.dtype in DTYPES,
+            f"batch_size must be an integer >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
+        }
+        for message, holds in rules.items():
+            if not holds:
                 raise ConfigError(message)
 
     def fingerprint(self) -> dict[str, Any]:
         return {
-            "backend": "hf_vlm", "model": self.model_id, "revision": self.revision, "prompt": self.prompt,
-            "template": self.template, "top_p": self.top_p, "temperature": self.temperature,
-            "repetition_penalty": self.repetition_penalty, "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens, "logprobs": self.logprob_mode, "dtype": self.dtype,
+            "backend": "hf_vlm",
+            "model": self.model_id,
+            "revision": self.revision,
+            "prompt": self.prompt,
+            "template": self.template,
+            "top_p": self.top_p,
+            "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty,
+            "top_k": self.top_k,
+            "max_new_tokens": self.max_new_tokens,
+            "logprobs": self.logprob_mode,
+            "dtype": self.dtype,
             "sampling_code": SAMPLING_CODE_VERSION,
         }
 
@@ -110,43 +114,74 @@ class HFVLMProposer(Proposer):
         if self.model_id.startswith(TINY_PREFIX):
             from llm2labels.proposers.tiny import build_tiny
 
-            model, processor = copy.deepcopy(build_tiny(self.model_id[len(TINY_PREFIX):]))
+            model, processor = copy.deepcopy(build_tiny(self.model_id[len(TINY_PREFIX) :]))
             if self.dtype != "auto":
                 model = model.to(DTYPES[self.dtype])
         else:
-            model, processor = load_pretrained(self.model_id, self.revision, self.dtype, self.trust_remote_code)
+            model, processor = load_pretrained(
+                self.model_id, self.revision, self.dtype, self.trust_remote_code
+            )
         self._family = FAMILY_OF_MODEL_TYPE.get(model.config.model_type, "")
         if not self._family:
-            raise ConfigError(f"{self.model_id}: model type {model.config.model_type!r} is not supported "
-                              "(use InstructBLIP, BLIP-2 or LLaVA-1.5)")
+            raise ConfigError(
+                f"{self.model_id}: model type {model.config.model_type!r} is not supported "
+                "(use InstructBLIP, BLIP-2 or LLaVA-1.5)"
+            )
+        if getattr(processor, "num_query_tokens", 0) is None:  # BLIP processors: image slots in the prompt
+            processor.num_query_tokens = model.config.num_query_tokens  # (older hub configs leave it unset)
         self._model, self._processor = model.to(device).eval(), processor
         self._eos_ids = self._install_generation_config()
         if not self._is_encoder_decoder():
             processor.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
 
-    def _generator(self) -> PreTrainedModel:
-        """The module whose `generate` runs the decoding loop (BLIP models delegate to their language model)."""
+    @property
+    def hf_model(self) -> PreTrainedModel:
+        """The loaded model (after `setup`)."""
         assert self._model is not None, "call setup() first"
-        return self._model if self._family == "llava" else self._model.language_model
+        return self._model
+
+    @property
+    def hf_processor(self) -> ProcessorMixin:
+        """The loaded processor (after `setup`)."""
+        assert self._processor is not None, "call setup() first"
+        return self._processor
+
+    def _generator(self) -> PreTrainedModel:
+        """The module whose `generate` runs the decoding loop (BLIP models: their language model)."""
+        return self.hf_model if self._family == "llava" else self.hf_model.language_model
 
     def _is_encoder_decoder(self) -> bool:
         return bool(self._generator().config.is_encoder_decoder)
 
     def _install_generation_config(self) -> list[int]:
-        """Replace the checkpoint's generation defaults with neutral ones; return the EOS ids."""
-        generator = self._generator()
-        base = generator.generation_config
-        if base.eos_token_id is None:
-            base.eos_token_id = self._processor.tokenizer.eos_token_id
-        if base.pad_token_id is None:
-            base.pad_token_id = self._processor.tokenizer.pad_token_id
-        neutral = neutral_generation_config(base)
-        generator.generation_config = neutral
-        self._model.generation_config = copy.deepcopy(neutral)
+        """Replace the checkpoint's generation defaults by a config holding only its special-token ids.
+
+        HF fills every field a generate call leaves unset from `generation_config`, so a checkpoint's
+        defaults (a repetition penalty, min_length, suppress_tokens, ...) would otherwise put processors of
+        their own in front of ours. Returns the EOS ids.
+        """
+        generator, tokenizer = self._generator(), self.hf_processor.tokenizer
+        fallbacks = {
+            "bos_token_id": None,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "decoder_start_token_id": None,
+        }
+        ids = {}
+        for name, fallback in fallbacks.items():  # the language model's, else the composite model's, else ...
+            values = (
+                getattr(generator.generation_config, name, None),
+                getattr(self.hf_model.generation_config, name, None),
+            )
+            ids[name] = next((v for v in values if v is not None), fallback)
+        if ids["pad_token_id"] is None:  # finished rows are filled with pad; it is cut off with the EOS
+            ids["pad_token_id"] = ids["eos_token_id"]
+        generator.generation_config = GenerationConfig(**ids)
+        self.hf_model.generation_config = GenerationConfig(**ids)
         added = builtin_processors(generator, self._call_config(1))
-        if added:  # the first of our processors would not see the raw logits
-            raise RuntimeError(f"{self.model_id}: generate() would add its own processors {added}")
-        eos = neutral.eos_token_id
+        if added:  # then the first of our processors would not see the raw logits
+            raise RuntimeError(f"{self.model_id}: generate() would add processors of its own: {added}")
+        eos = ids["eos_token_id"]
         return [eos] if isinstance(eos, int) else list(eos or [])
 
     def _call_config(self, samples: int) -> GenerationConfig:
@@ -161,51 +196,65 @@ class HFVLMProposer(Proposer):
                 by_count.setdefault(len(request.seeds), []).append(index)
         for indices in by_count.values():
             for start in range(0, len(indices), self.batch_size):
-                batch = indices[start:start + self.batch_size]
-                for index, generations in zip(batch, self._propose_batch([requests[i] for i in batch])):
+                batch = indices[start : start + self.batch_size]
+                for index, generations in zip(
+                    batch, self._propose_batch([requests[i] for i in batch]), strict=True
+                ):
                     out[index] = generations
         return out
 
     def _propose_batch(self, requests: list[CropRequest]) -> list[list[Generation]]:
         samples = len(requests[0].seeds)
-        state = SamplingState(seeds_tensor([s for r in requests for s in r.seeds], self._model.device))
+        state = SamplingState(seeds_tensor([s for r in requests for s in r.seeds], self.hf_model.device))
         processors, capture = build_processors(
-            state, logprobs=self.logprob_mode, repetition_penalty=self.repetition_penalty,
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            state,
+            logprobs=self.logprob_mode,
+            repetition_penalty=self.repetition_penalty,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
         )
         # fork_rng: HF's multinomial step draws from the global RNG (its outcome is fixed by GumbelSampler)
         with torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
             inputs = self._model_inputs([r.image for r in requests])
-            output = self._model.generate(**inputs, generation_config=self._call_config(samples),
-                                          logits_processor=processors)
-            new_tokens = output.sequences[:, state.prompt_len:]
+            output = self.hf_model.generate(
+                **inputs, generation_config=self._call_config(samples), logits_processor=processors
+            )
+            new_tokens = output.sequences[:, state.prompt_len :]
             logprobs = capture.finish(new_tokens)
-        rows = [self._generation(ids, lps) for ids, lps in zip(new_tokens.tolist(), logprobs.tolist())]
-        return [rows[i * samples:(i + 1) * samples] for i in range(len(requests))]
+        rows = [
+            self._generation(ids, lps)
+            for ids, lps in zip(new_tokens.tolist(), logprobs.tolist(), strict=True)
+        ]
+        return [rows[i * samples : (i + 1) * samples] for i in range(len(requests))]
 
     def _rng_devices(self) -> list[int]:
-        device = self._model.device
+        device = self.hf_model.device
         return [device.index or 0] if device.type == "cuda" else []
 
     def _model_inputs(self, images: list[Any]) -> dict[str, Tensor]:
         """Processor outputs on the model's device, pixels in its dtype; LLaVA's as merged inputs_embeds."""
         text = self.template.replace("{prompt}", self.prompt)
-        inputs = self._processor(images=[im.convert("RGB") for im in images], text=[text] * len(images),
-                                 return_tensors="pt", padding=True)
-        inputs = {k: v.to(self._model.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        return _llava_embeds(self._model, inputs) if self._family == "llava" else inputs
+        inputs = self.hf_processor(
+            images=[im.convert("RGB") for im in images],
+            text=[text] * len(images),
+            return_tensors="pt",
+            padding=True,
+        )
+        inputs = {k: v.to(self.hf_model.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.hf_model.dtype)
+        return _llava_embeds(self.hf_model, inputs) if self._family == "llava" else inputs
 
     def _generation(self, ids: list[int], logprobs: list[float]) -> Generation:
         """Cut at the first EOS (excluded), decode, and locate each token's end in the text."""
         cut = next((j for j, token in enumerate(ids) if token in self._eos_ids), len(ids))
         ids, logprobs = ids[:cut], logprobs[:cut]
-        text, ends = decode_with_ends(self._processor.tokenizer, ids)
+        text, ends = decode_with_ends(self.hf_processor.tokenizer, ids)
         return Generation(text=text, token_ids=ids, token_ends=ends, logprobs=logprobs)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _at_least(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _llava_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -220,7 +269,9 @@ def _llava_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[str
     features = torch.cat(list(features), dim=0).to(embeds.dtype)
     is_image = input_ids == model.config.image_token_id
     if int(is_image.sum()) != features.shape[0]:
-        raise RuntimeError(f"{int(is_image.sum())} image tokens in the prompt for {features.shape[0]} features")
+        raise RuntimeError(
+            f"{int(is_image.sum())} image tokens in the prompt for {features.shape[0]} features"
+        )
     embeds = embeds.masked_scatter(is_image[..., None], features)
     return {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}
 
@@ -234,56 +285,11 @@ def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
     """
     if not ids:
         return "", []
-    prefixes = tokenizer.batch_decode([ids[:j + 1] for j in range(len(ids))], skip_special_tokens=True,
-                                      clean_up_tokenization_spaces=False)
+    prefixes = tokenizer.batch_decode(
+        [ids[: j + 1] for j in range(len(ids))], skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
     text, ends, end = prefixes[-1], [], 0
     for prefix in prefixes:
         end = max(end, len(os.path.commonprefix([prefix, text])))
         ends.append(end)
-    return token_ends_from_pieces([text[a:b] for a, b in zip([0, *ends[:-1]], ends)])
-
-
-def load_pretrained(model_id: str, revision: str | None, dtype: str, trust_remote_code: bool,
-                    ) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """`from_pretrained` of model + processor; from the local cache first, the hub only if reachable."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    def load(local_only: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
-        kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
-        AutoConfig.from_pretrained(model_id, **kwargs)  # fails fast on a missing model, before the weights
-        processor = AutoProcessor.from_pretrained(model_id, **kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
-        return model, processor
-
-    try:
-        return load(local_only=True)
-    except OSError:
-        if _hub_offline() or not _hub_reachable():
-            raise MissingWeightsError(_missing_message(model_id, "not in the local cache, hub offline")) from None
-    try:
-        return load(local_only=False)
-    except OSError:
-        raise MissingWeightsError(_missing_message(model_id, "not cached and the download failed")) from None
-
-
-def _missing_message(model_id: str, why: str) -> str:
-    home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    return (f"{model_id}: weights {why}; run `hf download {model_id}` on a connected machine (or point HF_HOME, "
-            f"now {home}, at a cache that has it)")
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """A TCP connect to the hub endpoint, so that a machine without network fails in seconds, not after
-    the hub client's retries (~30 s). With a proxy configured, we cannot tell: let the client try."""
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
+    return token_ends_from_pieces([text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)])

@@ -1,18 +1,18 @@
-"""Seeded, batch-independent sampling and per-token log-probability capture, as Hugging Face logits processors.
+"""Seeded, batch-independent sampling and per-token log-prob capture, as Hugging Face logits processors.
 
-`generate(do_sample=True)` draws every row of a batch from one global RNG stream, so a sample would depend on
-the batch it ran in. Instead the last processor draws the token itself: the argmax of log-softmax + Gumbel(0, 1)
-noise is an exact sample from the softmax (the Gumbel-max trick), and the noise is a pure function of
-(row seed, step, token id), so sample k of a crop depends only on the crop, the sampling parameters and its own
-seed. It hands HF a distribution with all mass on that token, which HF's multinomial step can only return
-(greedy decoding would do too, but transformers 5 refuses greedy with num_return_sequences > 1). The processor
-list, in the order HF itself applies them:
+`generate(do_sample=True)` draws every row of a batch from one global RNG stream, so a sample would depend
+on the batch it ran in. Instead the last processor draws the token itself: the argmax of log-softmax +
+Gumbel(0, 1) noise is an exact sample from the softmax (the Gumbel-max trick), and the noise is a pure
+function of (row seed, step, token id), so sample k of a crop depends only on the crop, the sampling
+parameters and its own seed. It hands HF a distribution with all mass on that token, which HF's own
+multinomial step can only return (greedy decoding would do too, but transformers 5 refuses greedy decoding
+with num_return_sequences > 1). The processor list, in the order HF itself applies them:
 
     RawCapture -> RepetitionPenalty -> Temperature -> TopK -> TopP -> ProcessedCapture -> GumbelSampler
 
 with only the capture named by the log-prob mode present. HF must add no processor of its own (the first one
-then sees the raw logits): `neutral_generation_config`, `call_generation_config` and `builtin_processors`
-see to that.
+then sees the raw logits): `call_generation_config` and `builtin_processors` see to that, with the model's
+own generation defaults cleared (see `HFVLMProposer`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,11 @@ class LogprobCapture(LogitsProcessor):
             columns.append(self.previous.gather(1, new_tokens[:, steps - 1 :])[:, 0])
         if len(columns) != steps:
             raise RuntimeError(f"captured {len(columns)} steps for {steps} generated tokens")
-        return torch.stack(columns, dim=1) if columns else new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
+        return (
+            torch.stack(columns, dim=1)
+            if columns
+            else new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
+        )
 
 
 class GeneratedOnly(LogitsProcessor):
@@ -152,7 +156,9 @@ class GumbelSampler(LogitsProcessor):
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         # argmax(log_softmax(s) + g) == argmax(s + g): the normaliser is one constant per row.
-        noise = gumbel_noise(self.state.row_seeds.to(scores.device), self.state.step(input_ids), scores.shape[1])
+        noise = gumbel_noise(
+            self.state.row_seeds.to(scores.device), self.state.step(input_ids), scores.shape[1]
+        )
         choice = (scores.double() + noise).argmax(dim=-1, keepdim=True)
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
@@ -183,28 +189,28 @@ def build_processors(
     return LogitsProcessorList(chain), capture
 
 
-def neutral_generation_config(base: GenerationConfig) -> GenerationConfig:
-    """A generation config with the special-token ids of `base` and nothing else.
-
-    Install it as `model.generation_config` (of the module that runs `generate`): HF fills every field a
-    call leaves unset from there, so a checkpoint's defaults (e.g. a repetition penalty, min_length,
-    suppress_tokens) would otherwise slip their own processors in front of ours.
-    """
-    keep = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
-    return GenerationConfig(**{name: getattr(base, name, None) for name in keep})
-
-
-def call_generation_config(neutral: GenerationConfig, samples: int, max_new_tokens: int) -> GenerationConfig:
-    """The config of one generate call: `samples` rows per input, our processors only.
+def call_generation_config(base: GenerationConfig, samples: int, max_new_tokens: int) -> GenerationConfig:
+    """The config of one generate call (`base`: the special-token ids): `samples` rows per input and no
+    processors but ours.
 
     do_sample=True (HF's multinomial step then returns GumbelSampler's token) with its warpers set to
     their off values explicitly: left unset, HF would fill in its global default top_k=50.
     """
-    config = copy.deepcopy(neutral)
+    config = copy.deepcopy(base)
     config.update(
-        do_sample=True, num_beams=1, num_return_sequences=samples, max_new_tokens=max_new_tokens,
-        temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0, repetition_penalty=1.0, length_penalty=1.0,
-        return_dict_in_generate=True, output_scores=False, output_logits=False,
+        do_sample=True,
+        num_beams=1,
+        num_return_sequences=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        typical_p=1.0,
+        repetition_penalty=1.0,
+        length_penalty=1.0,
+        return_dict_in_generate=True,
+        output_scores=False,
+        output_logits=False,
     )
     return config
 
@@ -212,8 +218,12 @@ def call_generation_config(neutral: GenerationConfig, samples: int, max_new_toke
 def builtin_processors(model: PreTrainedModel, call_config: GenerationConfig) -> list[str]:
     """Names of the processors HF itself would add for `call_config` on `model` (must be empty)."""
     prepared, _ = model._prepare_generation_config(call_config)
+    model._prepare_special_tokens(prepared, device=model.device)  # EOS-based ones (min_length) need it
     built = model._get_logits_processor(
-        generation_config=prepared, input_ids_seq_length=1, logits_processor=LogitsProcessorList(),
-        device=str(model.device), model_kwargs={},
+        generation_config=prepared,
+        input_ids_seq_length=1,
+        logits_processor=LogitsProcessorList(),
+        device=str(model.device),
+        model_kwargs={},
     )
     return [type(p).__name__ for p in built]

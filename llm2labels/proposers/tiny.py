@@ -39,11 +39,12 @@ SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 IMAGE_ID = SPECIALS.index("<image>")
 # Raw logit added to end-of-sequence, per family, so that sampled answers end by EOS sometimes and run to
 # max_new_tokens other times (random weights alone give EOS either almost never or all the time).
-EOS_BIAS = {"instructblip": 0.0, "instructblip_t5": 0.0, "blip2": 0.0, "llava": 0.0}
+EOS_BIAS = {"instructblip": 0.1, "instructblip_t5": 1.3, "blip2": -0.6, "llava": 1.2}
 
 LABELS = (
     "person tree sky road car building grass wall floor ceiling window door table chair bed lamp cabinet "
-    "sidewalk mountain water sea sand plant flower fence rock pole sign bus truck bicycle motorcycle bird dog "
+    "sidewalk mountain water sea sand plant flower fence rock pole sign bus truck bicycle motorcycle bird "
+    "dog "
     "cat horse cow sheep boat airplane train bottle cup bowl shelf book painting curtain mirror sofa pillow "
     "rug stairs railing bench umbrella light street river bridge field cloud snow hill house roof café piñata"
 ).split()
@@ -74,7 +75,11 @@ def _lm_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
     else:
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         clean_up_tokenization_spaces=False,
     )
 
@@ -91,25 +96,58 @@ def _qformer_tokenizer() -> PreTrainedTokenizerFast:
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]",
-        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"],
+        tokenizer_object=tok,
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 
 def _vision(**extra: Any) -> dict[str, Any]:
-    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                image_size=IMAGE_PX, patch_size=PATCH_PX, **extra)
+    return dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_PX,
+        patch_size=PATCH_PX,
+        initializer_range=0.05,  # InstructBLIP's default (1e-10) would make the answer ignore the image
+        **extra,
+    )
 
 
 def _llama(vocab: int, **extra: Any) -> dict[str, Any]:
-    return dict(model_type="llama", vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1,
-                eos_token_id=2, pad_token_id=3, initializer_range=0.1, **extra)
+    return dict(
+        model_type="llama",
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        initializer_range=0.1,
+        **extra,
+    )
 
 
 def _qformer(vocab: int) -> dict[str, Any]:
-    return dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=128, encoder_hidden_size=32, cross_attention_frequency=1)
+    return dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        encoder_hidden_size=32,
+        cross_attention_frequency=1,
+    )
 
 
 def _blip_image_processor() -> BlipImageProcessorPil:
@@ -120,13 +158,29 @@ def _instructblip(t5: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
     tok, qtok = _lm_tokenizer(add_bos=not t5), _qformer_tokenizer()
     vocab = len(tok)
     if t5:
-        text = dict(model_type="t5", vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                    num_decoder_layers=2, num_heads=4, pad_token_id=3, eos_token_id=2, decoder_start_token_id=3,
-                    bos_token_id=None)
+        text = dict(
+            model_type="t5",
+            vocab_size=vocab,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            pad_token_id=3,
+            eos_token_id=2,
+            decoder_start_token_id=3,
+            bos_token_id=None,
+        )
     else:
         text = _llama(vocab)
-    config = InstructBlipConfig(vision_config=_vision(), qformer_config=_qformer(len(qtok)), text_config=text,
-                                num_query_tokens=NUM_QUERY_TOKENS, image_token_index=IMAGE_ID)
+    config = InstructBlipConfig(
+        vision_config=_vision(),
+        qformer_config=_qformer(len(qtok)),
+        text_config=text,
+        num_query_tokens=NUM_QUERY_TOKENS,
+        image_token_index=IMAGE_ID,
+    )
     model = InstructBlipForConditionalGeneration(config)
     processor = InstructBlipProcessor(_blip_image_processor(), tok, qtok, num_query_tokens=NUM_QUERY_TOKENS)
     return model, processor
@@ -134,11 +188,27 @@ def _instructblip(t5: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
 
 def _blip2() -> tuple[PreTrainedModel, ProcessorMixin]:
     tok = _lm_tokenizer(add_bos=True)
-    text = dict(model_type="opt", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, ffn_dim=64,
-                num_attention_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-                pad_token_id=3, word_embed_proj_dim=32, init_std=0.1)
-    config = Blip2Config(vision_config=_vision(), qformer_config=_qformer(30), text_config=text,
-                         num_query_tokens=NUM_QUERY_TOKENS, image_token_index=IMAGE_ID)
+    text = dict(
+        model_type="opt",
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        word_embed_proj_dim=32,
+        init_std=0.1,
+    )
+    config = Blip2Config(
+        vision_config=_vision(),
+        qformer_config=_qformer(30),
+        text_config=text,
+        num_query_tokens=NUM_QUERY_TOKENS,
+        image_token_index=IMAGE_ID,
+    )
     model = Blip2ForConditionalGeneration(config)
     processor = Blip2Processor(_blip_image_processor(), tok, num_query_tokens=NUM_QUERY_TOKENS)
     return model, processor
@@ -148,29 +218,40 @@ def _llava() -> tuple[PreTrainedModel, ProcessorMixin]:
     tok = _lm_tokenizer(add_bos=True)
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", projection_dim=32, **_vision()),
-        text_config=_llama(len(tok)), image_token_index=IMAGE_ID,
-        image_seq_length=(IMAGE_PX // PATCH_PX) ** 2, vision_feature_layer=-1,
+        text_config=_llama(len(tok)),
+        image_token_index=IMAGE_ID,
+        image_seq_length=(IMAGE_PX // PATCH_PX) ** 2,
+        vision_feature_layer=-1,
     )
     model = LlavaForConditionalGeneration(config)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_PX},
-                                            crop_size={"height": IMAGE_PX, "width": IMAGE_PX})
-    processor = LlavaProcessor(image_processor, tok, patch_size=PATCH_PX, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_PX}, crop_size={"height": IMAGE_PX, "width": IMAGE_PX}
+    )
+    processor = LlavaProcessor(
+        image_processor,
+        tok,
+        patch_size=PATCH_PX,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
     return model, processor
 
 
-def _set_eos_bias(model: PreTrainedModel, bias: float) -> None:
-    """Give the output layer a bias that is 0 except `bias` on EOS (tied weights stay tied).
+def _set_output_bias(model: PreTrainedModel, eos_bias: float) -> None:
+    """Give the output layer a bias (tied weights stay tied): `eos_bias` on EOS, -100 on `<image>`, else 0.
 
     Random weights put EOS anywhere from "never" to "every few tokens"; the bias is tuned per family so
     that, at the default sampling settings, some answers end by EOS and others run to max_new_tokens.
+    Like trained checkpoints, the model then never emits its image placeholder (a generated one would make
+    a teacher-forced forward pass with pixel_values miscount the image slots).
     """
     head = model.get_output_embeddings()
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     biased.weight = head.weight
     with torch.no_grad():
         biased.bias.zero_()
-        biased.bias[SPECIALS.index("</s>")] = bias
+        biased.bias[SPECIALS.index("</s>")] = eos_bias
+        biased.bias[IMAGE_ID] = -100.0
     model.set_output_embeddings(biased)
 
 
@@ -187,5 +268,5 @@ def build_tiny(family: str) -> tuple[PreTrainedModel, ProcessorMixin]:
             model, processor = _llava()
         else:
             model, processor = _instructblip(t5=family == "instructblip_t5")
-        _set_eos_bias(model, EOS_BIAS[family])
+        _set_output_bias(model, EOS_BIAS[family])
     return model.eval(), processor

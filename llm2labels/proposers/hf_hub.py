@@ -1,0 +1,74 @@
+"""Loading a VLM checkpoint from the Hugging Face cache or hub; a one-line error when neither has it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import torch
+from transformers import PreTrainedModel, ProcessorMixin
+
+from llm2labels.proposers.base import MissingWeightsError
+
+DTYPES: dict[str, torch.dtype | str] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "auto": "auto",
+}
+
+
+def load_pretrained(
+    model_id: str, revision: str | None, dtype: str, trust_remote_code: bool
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """`from_pretrained` of model + processor (on the CPU: `device_map` would need `accelerate`); from the
+    local cache first, from the hub only when it is reachable, else MissingWeightsError."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    def load(local_only: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
+        kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
+        AutoConfig.from_pretrained(model_id, **kwargs)  # fails fast on a missing model, before the weights
+        processor = AutoProcessor.from_pretrained(model_id, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
+        return model, processor
+
+    try:
+        return load(local_only=True)
+    except OSError:
+        if _hub_offline():
+            raise MissingWeightsError(_missing_message(model_id, "HF_HUB_OFFLINE is set")) from None
+        if not _hub_reachable():
+            raise MissingWeightsError(_missing_message(model_id, "the hub is unreachable")) from None
+    try:
+        return load(local_only=False)
+    except OSError:
+        raise MissingWeightsError(_missing_message(model_id, "the download failed")) from None
+
+
+def _missing_message(model_id: str, why: str) -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (
+        f"{model_id}: weights not in the Hugging Face cache ({HF_HUB_CACHE}) and {why}; run "
+        f"`hf download {model_id}` on a connected machine, or set HF_HOME to a cache that has it"
+    )
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A TCP connect to the hub endpoint, so that a machine without network fails in seconds, not after
+    the hub client's retries (~30 s). With a proxy configured, we cannot tell: let the client try."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection(
+            (url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s
+        ).close()
+        return True
+    except OSError:
+        return False

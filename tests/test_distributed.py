@@ -1,0 +1,83 @@
+"""Multi-process, sweep and kill-and-resume behaviour of whole runs (slow: `pytest -m slow`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, read_json, run_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["proposer=tiny_instructblip", "proposer.max_new_tokens=12", "trainer.accelerator=cpu"]
+
+
+def _store_lines(cache: Path) -> list[dict]:
+    """Every complete record in the store, duplicates included."""
+    out = []
+    for f in sorted(cache.glob("*/samples-*.jsonl")):
+        out += [json.loads(line) for line in f.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    return out
+
+
+def test_ddp_on_two_cpu_processes_generates_every_sample_once(tmp_path):
+    cache = tmp_path / "cache"
+    proc = run_cli(*TINY, "dataset.limit=5", "loader.batch_size=1", "trainer.devices=2", "trainer.strategy=ddp",
+                   f"hydra.run.dir={tmp_path / 'run'}", env={"LLM2LABELS_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["images"] == 5 and summary["generations"] == 5 * 8
+    records = _store_lines(cache)
+    keys = [r["key"] for r in records]
+    assert len(keys) == 40 and len(set(keys)) == 40
+    files = {f.name.split("-")[1] for f in cache.glob("*/samples-*.jsonl")}
+    assert files == {"r0", "r1"}  # both ranks wrote their share
+    by_rank = {rank: {r["image"] for r in records if r["key"] in _keys_of(cache, rank)} for rank in ("r0", "r1")}
+    assert len(by_rank["r0"]) == 3 and len(by_rank["r1"]) == 2 and not by_rank["r0"] & by_rank["r1"]
+
+
+def _keys_of(cache: Path, rank: str) -> set[str]:
+    return {json.loads(line)["key"] for f in cache.glob(f"*/samples-{rank}-*.jsonl")
+            for line in f.read_text().splitlines()}
+
+
+def test_sweep_generates_each_grid_once_and_reuses_the_store(tmp_path):
+    cache = tmp_path / "cache"
+    proc = run_cli("-m", *TINY, "filter=th,none,both", "grid=sg,sgc", "dataset.limit=4",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"LLM2LABELS_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [read_json(p) for p in sorted((tmp_path / "sweep").glob("*/summary.json"))]
+    assert len(summaries) == 6
+    # sg needs 4 tiles x 2 samples; sgc needs the whole image once and the tiles' first samples, which sg made.
+    assert sum(s["generations"] for s in summaries) == 4 * 8 + 4 * 1
+    assert len({r["key"] for r in _store_lines(cache)}) == len(_store_lines(cache)) == 36
+    for s in summaries:
+        assert s["images"] == 4 and s["generations"] + s["cache_hits"] == 4 * (8 if "x 2" in s["grid"] else 5)
+
+
+def test_killed_run_resumes_without_losing_or_duplicating_samples(tmp_path):
+    cache = tmp_path / "cache"
+    args = [*TINY, "proposer.max_new_tokens=40", "dataset.limit=6", "loader.batch_size=1",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "LLM2LABELS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_store_lines(cache)) < 16 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r["key"] for r in _store_lines(cache)}
+    assert 16 <= len(before) < 48, "the run should have been killed part-way"
+    done = run_cli(*args, env={"LLM2LABELS_CACHE": str(cache)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["cache_hits"] == len(before) and summary["generations"] == 48 - len(before)
+    records = _store_lines(cache)
+    assert len(records) == 48 and len({r["key"] for r in records}) == 48
