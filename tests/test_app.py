@@ -144,3 +144,11 @@ def test_tiny_vlm_run_is_reproducible_whatever_the_batching(make_cfg, tmp_path):
     la, lb = (pd.read_csv(tmp_path / d / "labels.csv") for d in ("a", "b"))
     assert list(la.label) == list(lb.label)
     assert np.allclose(la.score, lb.score, rtol=1e-5, atol=0)
+
+
+def test_missing_weights_stop_the_run_with_one_line(tmp_path):
+    proc = run_cli("proposer=instructblip", "dataset.limit=1", f"hydra.run.dir={tmp_path}",
+                   env={"LLM2LABELS_CACHE": str(tmp_path / "c"), "HF_HOME": str(tmp_path / "hf")})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "Salesforce/instructblip-vicuna-7b" in errors[0] and "hf download" in errors[0]

@@ -81,3 +81,14 @@ def test_killed_run_resumes_without_losing_or_duplicating_samples(tmp_path):
     assert summary["cache_hits"] == len(before) and summary["generations"] == 48 - len(before)
     records = _store_lines(cache)
     assert len(records) == 48 and len({r["key"] for r in records}) == 48
+
+
+def test_sweep_with_ddp_runs_each_job_once_in_its_own_folder(tmp_path):
+    cache = tmp_path / "cache"
+    proc = run_cli("-m", *TINY, "filter=th,none", "dataset.limit=3", "trainer.devices=2", "trainer.strategy=ddp",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"LLM2LABELS_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1"]
+    first, second = (read_json(tmp_path / "sweep" / j / "summary.json") for j in ("0", "1"))
+    assert (first["generations"], second["generations"], second["cache_hits"]) == (24, 0, 24)
+    assert len(_store_lines(cache)) == 24

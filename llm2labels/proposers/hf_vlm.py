@@ -4,6 +4,11 @@ One `generate` call per batch of crops asks for `len(seeds)` answers per crop. S
 processors (see `sampling`), so sample k of a crop depends only on (crop, fingerprint, seeds[k]). The image
 is encoded once per crop, not once per sample: InstructBLIP/BLIP-2 encode before HF expands the batch, and
 for LLaVA we merge the image features into `inputs_embeds` ourselves before calling `generate`.
+
+The noise is batch-independent by construction; the logits are so only up to the last bits of floating
+point. On CPU in float32 they match exactly (tested); on a GPU, a different batch can pick other matmul
+kernels, and in bfloat16 a near-tie between two tokens may then flip a draw. Keep batch_size fixed across
+a resumed run (or use float32) where bit-exact samples matter.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ class HFVLMProposer(Proposer):
     """Samples label lists from a Hugging Face VLM, keeping each token's log-probability.
 
     `template` wraps the prompt in the model's chat format ("{prompt}" is replaced by `prompt`). The
-    repetition penalty applies to generated tokens only (see `sampling.GeneratedOnly`).
+    repetition penalty applies to generated tokens only (see `sampling.GeneratedOnly`); top_k=50 is HF's
+    default, which the paper's sampled runs inherited.
     """
 
     def __init__(
@@ -70,24 +76,25 @@ class HFVLMProposer(Proposer):
         self._eos_ids: list[int] = []
 
     def _validate(self) -> None:
+        tiny_ids = [TINY_PREFIX + family for family in TINY_FAMILIES]
         rules = {  # message -> holds
             "model must be a model id or tiny:<family>": bool(self.model_id),
-            f"tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}, got {self.model_id}": (
-                not self.model_id.startswith(TINY_PREFIX)
-                or self.model_id[len(TINY_PREFIX) :] in TINY_FAMILIES
+            f"tiny models are {', '.join(tiny_ids)}, got {self.model_id}": (
+                not self.model_id.startswith(TINY_PREFIX) or self.model_id in tiny_ids
             ),
             f"template must contain {{prompt}}, got {self.template!r}": "{prompt}" in self.template,
             f"top_p must be in (0, 1], got {self.top_p}": 0.0 < self.top_p <= 1.0,
             f"temperature must be > 0, got {self.temperature}": self.temperature > 0,
             f"repetition_penalty must be > 0, got {self.repetition_penalty}": self.repetition_penalty > 0,
-            f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens}": _at_least(
+            f"max_new_tokens must be an int >= 1, got {self.max_new_tokens}": _at_least(
                 self.max_new_tokens, 1
             ),
-            f"top_k must be an integer >= 0 (0: off), got {self.top_k}": _at_least(self.top_k, 0),
-            f"logprobs must be raw or processed, got {self.logprob_mode!r}": self.logprob_mode
-            in ("raw", "processed"),
+            f"top_k must be an int >= 0 (0: off), got {self.top_k}": _at_least(self.top_k, 0),
+            f"logprobs must be raw or processed, got {self.logprob_mode!r}": (
+                self.logprob_mode in ("raw", "processed")
+            ),
             f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}": self.dtype in DTYPES,
-            f"batch_size must be an integer >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
+            f"batch_size must be an int >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
         }
         for message, holds in rules.items():
             if not holds:
@@ -131,7 +138,7 @@ class HFVLMProposer(Proposer):
             processor.num_query_tokens = model.config.num_query_tokens  # (older hub configs leave it unset)
         self._model, self._processor = model.to(device).eval(), processor
         self._eos_ids = self._install_generation_config()
-        if not self._is_encoder_decoder():
+        if not self._generator().config.is_encoder_decoder:
             processor.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
 
     @property
@@ -149,9 +156,6 @@ class HFVLMProposer(Proposer):
     def _generator(self) -> PreTrainedModel:
         """The module whose `generate` runs the decoding loop (BLIP models: their language model)."""
         return self.hf_model if self._family == "llava" else self.hf_model.language_model
-
-    def _is_encoder_decoder(self) -> bool:
-        return bool(self._generator().config.is_encoder_decoder)
 
     def _install_generation_config(self) -> list[int]:
         """Replace the checkpoint's generation defaults by a config holding only its special-token ids.
@@ -215,7 +219,9 @@ class HFVLMProposer(Proposer):
             top_p=self.top_p,
         )
         # fork_rng: HF's multinomial step draws from the global RNG (its outcome is fixed by GumbelSampler)
-        with torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
+        device = self.hf_model.device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             inputs = self._model_inputs([r.image for r in requests])
             output = self.hf_model.generate(
                 **inputs, generation_config=self._call_config(samples), logits_processor=processors
@@ -227,10 +233,6 @@ class HFVLMProposer(Proposer):
             for ids, lps in zip(new_tokens.tolist(), logprobs.tolist(), strict=True)
         ]
         return [rows[i * samples : (i + 1) * samples] for i in range(len(requests))]
-
-    def _rng_devices(self) -> list[int]:
-        device = self.hf_model.device
-        return [device.index or 0] if device.type == "cuda" else []
 
     def _model_inputs(self, images: list[Any]) -> dict[str, Tensor]:
         """Processor outputs on the model's device, pixels in its dtype; LLaVA's as merged inputs_embeds."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from PIL import Image
 
 from llm2labels.errors import ConfigError
-from llm2labels.proposers.base import CropRequest, Generation, MissingWeightsError
+from llm2labels.proposers.base import CropRequest, Generation
 from llm2labels.proposers.hf_vlm import HFVLMProposer
 from llm2labels.proposers.tiny import FAMILIES
 
@@ -120,9 +119,8 @@ def test_processed_logprobs_are_the_distribution_sampled_from(family: str) -> No
     request = [CropRequest(crop, [11, 12])]
     raw_out, processed_out = raw.propose(request)[0], processed.propose(request)[0]
     for r, q in zip(raw_out, processed_out, strict=True):
-        assert (
-            q.token_ids == r.token_ids and q.text == r.text
-        )  # same draws: the mode only changes what is kept
+        # same draws: the mode only changes which log-probs are kept
+        assert q.token_ids == r.token_ids and q.text == r.text
         check_generation(q)
         by_hand = processed_by_hand(
             teacher_forced_logits(processed, crop, q.token_ids), q.token_ids, processed
@@ -206,9 +204,9 @@ def test_fingerprint_has_what_changes_a_sample_and_not_batch_size() -> None:
         ({"temperature": 0}, "temperature must be > 0"),
         ({"logprobs": "softmax"}, "logprobs must be raw or processed"),
         ({"dtype": "float8"}, "dtype must be one of"),
-        ({"top_k": -1}, "top_k must be an integer >= 0"),
-        ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
-        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"top_k": -1}, "top_k must be an int >= 0"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be an int >= 1"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"template": "USER: <image>"}, "template must contain {prompt}"),
     ],
 )
@@ -221,30 +219,6 @@ def test_invalid_values_raise_config_error_at_construction(kwargs: dict, message
 def test_unknown_tiny_family_fails_at_construction() -> None:
     with pytest.raises(ConfigError, match="tiny models are tiny:instructblip, tiny:instructblip_t5"):
         HFVLMProposer(model="tiny:gpt5")
-
-
-def test_missing_weights_offline_is_one_line_and_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
-    with pytest.raises(MissingWeightsError) as info:
-        HFVLMProposer(model="Salesforce/blip2-opt-2.7b").setup()
-    message = str(info.value)
-    assert "\n" not in message and "Salesforce/blip2-opt-2.7b" in message
-    assert "hf download Salesforce/blip2-opt-2.7b" in message and "HF_HOME" in message
-    assert time.monotonic() - start < 10
-
-
-def test_missing_weights_without_offline_flag_fails_fast_when_hub_unreachable(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens: refused at once
-    start = time.monotonic()
-    with pytest.raises(MissingWeightsError, match="llava-hf/llava-1.5-7b-hf"):
-        HFVLMProposer(model="llava-hf/llava-1.5-7b-hf").setup()
-    assert time.monotonic() - start < 10
 
 
 @pytest.mark.parametrize("family", ["blip2", "llava"])
