@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm2labels.grouping.vocabulary import build_vocabulary
 from llm2labels.scoring.rank import RankedLabel
 
 
@@ -13,6 +14,4 @@ class NoGrouper:
     name = "none"
 
     def __call__(self, ranked: list[RankedLabel]) -> dict[str, Any]:
-        synsets = [{"name": r.label, "members": [r.label], "score": r.score, "occ": r.occ, "images": r.images}
-                   for r in ranked]
-        return {"synsets": synsets, "hierarchy": [], "dropped": [], "invented": [], "grouper": {"name": self.name}}
+        return build_vocabulary(ranked, [(r.label, [r.label]) for r in ranked], grouper={"name": self.name})
