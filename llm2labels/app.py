@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from llm2labels.data.images import DEFAULT_MAX_PIXELS
+from llm2labels.errors import ConfigError
 from llm2labels.grid import Crop, Grid
+from llm2labels.grouping.exports import write_all
 from llm2labels.outputs import write_json, write_labels_csv
 from llm2labels.postprocess import ImageResult, rank_images, score_image
 from llm2labels.proposers.base import Proposer
@@ -47,8 +49,6 @@ def build(cfg: DictConfig) -> Parts:
     made = {name: instantiate(cfg[name]) for name in groups}
     made["tracker"] = instantiate(cfg.logger) if cfg.get("logger") else None
     if cfg.pool not in ("max", "avg", "min", "product"):
-        from llm2labels.errors import ConfigError
-
         raise ConfigError(f"pool must be one of max, avg, min, product, got {cfg.pool!r}")
     return Parts(**made)
 
@@ -104,6 +104,26 @@ def score_all(entries: list[Any], uids: list[str], crops: list[Crop], store: Sam
             yield result
 
 
+def evaluate(cfg: DictConfig, out_dir: Path, ranked: list, vocabulary: dict[str, Any], class_list: str,
+             truth: dict[str, list[int]], crops: list[Crop], scorer: Any) -> dict[str, Any]:
+    """metrics.json (+ PR curve files) for a dataset with ground truth; see evaluation.run_metrics."""
+    from llm2labels.evaluation.run_metrics import evaluate_run
+
+    ev = cfg.evaluation
+    if ev.entries not in ("labels", "synsets"):
+        raise ConfigError(f"evaluation.entries must be labels or synsets, got {ev.entries!r}")
+    entries = ([s["members"] for s in vocabulary["synsets"]] if ev.entries == "synsets"
+               else [r.label for r in ranked])
+    metrics = evaluate_run(out_dir, entries, class_list, truth, sum(c.samples for c in crops), scorer,
+                           k=ev.k, max_k=ev.max_k)
+    metrics["entries"] = ev.entries
+    write_json(out_dir / "metrics.json", metrics)
+    full, seen = metrics["full"], metrics.get("seen", {})
+    log.info("%s: seen P@%d %.2f R %.2f AUC %.2f | full R %.2f | image mAP %.2f", class_list, metrics["k"],
+             seen.get("P", 0.0), seen.get("R", 0.0), seen.get("AUC", 0.0), full["R"], metrics["image"]["mAP"])
+    return metrics
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """The whole job; returns the summary (None on non-zero ranks, which only generate)."""
     watch, parts = Stopwatch(), build(cfg)
@@ -142,13 +162,18 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     }
     with watch.stage("write"):
         write_labels_csv(out_dir / "labels.csv", ranked)
-        write_json(out_dir / "vocabulary.json", vocabulary)
+        write_all(vocabulary, out_dir)  # vocabulary.json + OpenSeg, COCO, Label Studio and CSV exports
+    metrics = None
+    truth, class_list = parts.dataset.ground_truth(), getattr(parts.dataset, "class_list", None)
+    if truth and class_list and n_images:
+        with watch.stage("evaluate"):
+            metrics = evaluate(cfg, out_dir, ranked, vocabulary, class_list, truth, crops, parts.scorer)
     summary["seconds"] = watch.seconds
     write_json(out_dir / "summary.json", summary)
     if parts.tracker is not None:
         # The job's own keys; Hydra's node is present only when composed with it (tests).
         config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-        parts.tracker.log(out_dir, config, summary, to_frame(ranked))
+        parts.tracker.log(out_dir, config, summary, to_frame(ranked), metrics)
     store.close()
     log.info("%d labels from %d images (%d skipped) -> %s", len(ranked), n_images, len(skipped), out_dir)
     return summary

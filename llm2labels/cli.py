@@ -5,9 +5,10 @@ from __future__ import annotations
 from omegaconf.errors import MissingMandatoryValue
 
 from llm2labels.errors import ConfigError, ImageError
+from llm2labels.grouping.openai_compat import GrouperError
 from llm2labels.proposers.base import MissingWeightsError
 
-_USER_ERRORS = (ConfigError, ImageError, MissingWeightsError)
+_USER_ERRORS = (ConfigError, ImageError, MissingWeightsError, GrouperError)
 
 
 def user_error(err: BaseException) -> str | None:

@@ -13,6 +13,10 @@ from llm2labels.errors import ConfigError
 _MODES = ("offline", "online", "disabled")
 
 
+def _metric_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"metrics/{k}": v for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}, so W&B tables can group by `filter.q`, `grid.name`, ..."""
     out: dict[str, Any] = {}
@@ -35,7 +39,8 @@ class WandbTracker:
         self.project, self.mode, self.entity, self.group = project, mode, entity, group
         self.tags, self.max_table_rows = list(tags or []), max_table_rows
 
-    def log(self, out_dir: Path, config: dict[str, Any], summary: dict[str, Any], labels: pd.DataFrame) -> str | None:
+    def log(self, out_dir: Path, config: dict[str, Any], summary: dict[str, Any], labels: pd.DataFrame,
+            metrics: dict[str, Any] | None = None) -> str | None:
         """Log one run; returns the W&B run directory (None when disabled)."""
         import wandb
 
@@ -47,6 +52,24 @@ class WandbTracker:
         figures["skipped"] = len(summary.get("skipped", []))
         run.summary.update(figures)
         run.log({"labels": wandb.Table(dataframe=labels.head(self.max_table_rows))})
+        if metrics is not None:
+            self._log_metrics(run, out_dir, metrics)
         run_dir = getattr(run, "dir", None)
         run.finish()
         return None if mode == "disabled" else run_dir
+
+    @staticmethod
+    def _log_metrics(run: Any, out_dir: Path, metrics: dict[str, Any]) -> None:
+        """Metric figures into the summary; the PR@K curve as a table and a line plot, plus its image."""
+        import wandb
+
+        run.summary.update(_metric_figures(metrics))
+        curve_csv = out_dir / "pr_curve.csv"
+        if curve_csv.exists():
+            curve = pd.read_csv(curve_csv)
+            for name, part in curve.groupby("set"):
+                table = wandb.Table(dataframe=part[["K", "recall", "precision"]])
+                run.log({f"pr_curve/{name}": wandb.plot.line(table, "recall", "precision",
+                                                             title=f"PR@K ({name} classes)")})
+        if (out_dir / "pr_curve.png").exists():
+            run.log({"pr_curve_image": wandb.Image(str(out_dir / "pr_curve.png"))})

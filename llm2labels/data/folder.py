@@ -28,9 +28,14 @@ class FolderDataset:
     With `limit`, a random subset of `limit` files drawn with `random.Random(seed)` from the sorted list, so
     the same seed picks the same files whatever order the filesystem lists them in. The scan runs once, on the
     first call to `entries`; the constructor only checks its arguments.
+
+    Every dataset shares this interface: `name`, `max_pixels`, `entries()`, `load()`, and `class_list` (the
+    class list its ground truth refers to) with `ground_truth()` (sorted class ids per `rel`); a plain folder
+    has neither. Subclasses that list their images differently override `_find`.
     """
 
     name: str = "folder"
+    class_list: str | None = None  # a packaged class-list name or a path, for datasets with ground truth
 
     def __init__(
         self,
@@ -45,10 +50,7 @@ class FolderDataset:
             raise ConfigError(f"image folder not found: {self.root} (check the dataset root path)")
         if not self.root.is_dir():
             raise ConfigError(f"image folder is not a directory: {self.root}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
-        if max_pixels < 1:
-            raise ConfigError(f"max_pixels must be >= 1, got {max_pixels}")
+        _check_selection(limit, seed, max_pixels)
         self.extensions = _normalise_extensions(extensions)
         self.limit = limit
         self.seed = seed
@@ -58,21 +60,23 @@ class FolderDataset:
     def entries(self) -> list[ImageEntry]:
         """The dataset's images, sorted by `rel` (a fresh list; the scan itself is cached)."""
         if self._entries is None:
-            found = _scan(self.root, self.extensions)
-            if not found:
-                exts = " ".join(self.extensions)
-                raise ConfigError(f"no image files ({exts}) found under {self.root}")
-            if self.limit is not None and self.limit < len(found):
-                found = sorted(random.Random(self.seed).sample(found, self.limit), key=lambda e: e.rel)
-            self._entries = found
+            self._entries = _select_subset(self._find(), self.limit, self.seed)
         return list(self._entries)
+
+    def _find(self) -> list[ImageEntry]:
+        """Every candidate image, sorted by `rel` (before `limit`); raises ConfigError when there is none."""
+        found = _scan(self.root, self.extensions)
+        if not found:
+            exts = " ".join(self.extensions)
+            raise ConfigError(f"no image files ({exts}) found under {self.root}")
+        return found
 
     def load(self, entry: ImageEntry) -> Image.Image:
         """Decode one entry to RGB; raises `ImageError` with the skip-list reason if it cannot be used."""
         return load_rgb(entry.path, self.max_pixels)
 
-    def ground_truth(self) -> dict[str, list[str]] | None:
-        """Class names per image `rel`, or None when the dataset has no annotations (a plain folder)."""
+    def ground_truth(self) -> dict[str, list[int]] | None:
+        """Sorted class ids (in `class_list`) per selected `rel`; None for a plain folder (no annotations)."""
         return None
 
     def __len__(self) -> int:
@@ -80,6 +84,23 @@ class FolderDataset:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, limit={self.limit}, seed={self.seed})"
+
+
+def _check_selection(limit: int | None, seed: int, max_pixels: int) -> None:
+    """The ConfigError checks of the arguments every dataset takes (`limit`, `seed`, `max_pixels`)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ConfigError(f"max_pixels must be an integer >= 1, got {max_pixels!r}")
+
+
+def _select_subset(found: list[ImageEntry], limit: int | None, seed: int) -> list[ImageEntry]:
+    """`limit` entries drawn by `random.Random(seed)` from `found` (sorted by rel), re-sorted; all without."""
+    if limit is None or limit >= len(found):
+        return list(found)
+    return sorted(random.Random(seed).sample(found, limit), key=lambda e: e.rel)
 
 
 def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:

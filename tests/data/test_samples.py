@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 import llm2labels
+from llm2labels.classes import load_class_list
 from llm2labels.data.samples import SamplesDataset, samples_root
 
 FILES = ["astronaut.jpg", "camera.jpg", "chelsea.jpg", "coffee.jpg", "motorcycle.jpg", "rocket.jpg"]
@@ -26,14 +27,19 @@ def test_samples_are_packaged_and_load_as_rgb() -> None:
         assert raw.mode == "L"  # stored grayscale on purpose
 
 
-def test_ground_truth_is_keyed_by_rel_and_follows_the_subset() -> None:
+def test_ground_truth_is_ade150_ids_keyed_by_rel_and_follows_the_subset() -> None:
     mapping = json.loads((samples_root() / "ground_truth.json").read_text(encoding="utf-8"))
     assert sorted(mapping) == FILES
-    assert SamplesDataset().ground_truth() == mapping
-    assert mapping["chelsea.jpg"] == ["animal"] and "minibike" in mapping["motorcycle.jpg"]
+    ids = {c.name: c.id for c in load_class_list("ade20k_150")}  # on disk: primary names
+    expected = {rel: sorted(ids[name] for name in names) for rel, names in mapping.items()}
+    ds = SamplesDataset()
+    assert ds.class_list == "ade20k_150" and ds.ground_truth() == expected
+    truth = ds.ground_truth()
+    assert truth["coffee.jpg"] == [15, 142, 147]  # table, plate, cup (objectInfo150 rows 16, 143, 148)
+    assert truth["chelsea.jpg"] == [126] and 116 in truth["motorcycle.jpg"]  # animal, minibike
     small = SamplesDataset(limit=2, seed=5)
     rels = [e.rel for e in small.entries()]
-    assert len(rels) == 2 and small.ground_truth() == {rel: mapping[rel] for rel in rels}
+    assert len(rels) == 2 and small.ground_truth() == {rel: expected[rel] for rel in rels}
     assert [e.rel for e in SamplesDataset(limit=2, seed=5).entries()] == rels
 
 

@@ -1,0 +1,157 @@
+"""Group a ranked label list into a vocabulary (Stage 2) outside a run.
+
+    python -m llm2labels.group LABELS [--grouper embedding|llm|openai|none] [-o OUT] [--threshold T] [key=value ...]
+
+LABELS is a run's labels.csv (columns rank, label, score, occ, prob, images[, surface_forms]; rows are taken
+in rank order) or a plain text file with one label per line (then rank = line order, score = 1/rank and
+occ = prob = images = 0). Blank lines are skipped and a label given twice keeps its first (best) row.
+The grouper comes from `conf/grouper/<name>.yaml`, composed as run.py composes it, so both share defaults;
+`key=value` arguments override its keys (`model=...`, `base_url=...`), and `--threshold T` sets its `threshold`.
+Without -o the vocabulary JSON goes to stdout; with -o OUT (a directory) vocabulary.json and every export
+(`grouping/exports.py`) are written there. Errors a user can cause print one line `error: ...` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from llm2labels.errors import ConfigError
+from llm2labels.scoring.rank import RankedLabel
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config root run.py uses
+_CSV_COLUMNS = ("rank", "label", "score", "occ", "prob", "images")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m llm2labels.group", description=__doc__.splitlines()[0])
+    parser.add_argument("labels", type=Path, help="a run's labels.csv, or a text file with one label per line")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of the grouper config")
+    parser.add_argument("--grouper", default="embedding", help="a config in conf/grouper (default: embedding)")
+    parser.add_argument("-o", "--out", type=Path, help="directory for vocabulary.json and the exports")
+    parser.add_argument("--threshold", type=float, help="the grouper's threshold (embedding: minimum cosine)")
+    parser.add_argument("--conf-dir", type=Path, default=CONF_DIR, help=f"Hydra config root holding grouper/*.yaml (default: {CONF_DIR})")
+    return parser.parse_args(argv)
+
+
+def _unique(rows: list[RankedLabel]) -> list[RankedLabel]:
+    """First row of each label, re-ranked 1..n in the given order (other figures kept)."""
+    firsts: dict[str, RankedLabel] = {}
+    for row in rows:
+        firsts.setdefault(row.label, row)
+    for rank, row in enumerate(firsts.values(), start=1):
+        row.rank = rank
+    return list(firsts.values())
+
+
+def read_ranked(path: Path) -> list[RankedLabel]:
+    """The ranked list from a labels.csv or a one-label-per-line text file (see the module docstring)."""
+    if not path.is_file():
+        raise ConfigError(f"labels file {path} not found: give a run's labels.csv or a text file, one label a line")
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read labels file {path}: {e}") from e
+    labels = dict.fromkeys(line.strip() for line in lines if line.strip())
+    return [RankedLabel(i, label, 1.0 / i, 0.0, 0.0, 0, []) for i, label in enumerate(labels, start=1)]
+
+
+def _read_csv(path: Path) -> list[RankedLabel]:
+    import pandas as pd
+
+    try:  # keep_default_na=False: "none", "nan" and "null" are labels, not missing values
+        frame = pd.read_csv(path, dtype={"label": str, "surface_forms": str}, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ConfigError(f"cannot read labels file {path}: {str(e).splitlines()[0]}") from e
+    missing = [c for c in _CSV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{path} lacks column(s) {', '.join(missing)}: expected a run's labels.csv "
+                          f"({', '.join(_CSV_COLUMNS)}), or give a .txt file with one label per line")
+    try:
+        frame = frame.sort_values("rank", kind="stable")
+        rows = [RankedLabel(int(r["rank"]), str(r["label"]).strip(), float(r["score"]), float(r["occ"]),
+                            float(r["prob"]), int(r["images"]),
+                            [f for f in str(r.get("surface_forms", "")).split("|") if f])
+                for r in frame.to_dict("records")]
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: a rank/score/occ/prob/images value is not a number ({e})") from e
+    return _unique([r for r in rows if r.label])
+
+
+def build_grouper(name: str, conf_dir: Path, overrides: list[str], threshold: float | None) -> Any:
+    """Compose the run config with `grouper=<name>` (as run.py does, so defaults lists and interpolations in
+    the grouper files work) and instantiate its grouper; `key=value` overrides go to the grouper's keys.
+    Clears a Hydra global state already initialised in this process (this is an entry point)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    options = sorted(p.stem for p in (conf_dir / "grouper").glob("*.yaml"))
+    if name not in options:
+        raise ConfigError(f"no grouper config {conf_dir / 'grouper' / name}.yaml: give --grouper one of "
+                          f"[{', '.join(options) or 'none found'}]")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"expected key=value after LABELS, got {bad[0]!r}")
+    prefixed = [re.sub(r"^([+~]*)", r"\1grouper.", o) for o in overrides]  # "+key=v" -> "+grouper.key=v"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"grouper={name}", *prefixed])
+    if threshold is not None:
+        if "threshold" not in cfg.grouper:
+            raise ConfigError(f"--threshold: grouper {name} has no threshold setting (the embedding grouper has)")
+        cfg.grouper.threshold = threshold
+    return instantiate(cfg.grouper)
+
+
+def _one_line(err: BaseException) -> str | None:
+    """The one-line message of an error the user caused (bad config, missing file or model), else None."""
+    from hydra.errors import HydraException
+
+    from llm2labels.cli import user_error
+
+    message = user_error(err)
+    if message is None and isinstance(err, HydraException):  # a bad override, a _target_ that does not import
+        message = " ".join(str(err).split())
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ranked = read_ranked(args.labels)
+        grouper = build_grouper(args.grouper, args.conf_dir, args.overrides, args.threshold)
+        vocab = grouper(ranked)
+        if args.out is None:
+            sys.stdout.write(json.dumps(vocab, indent=1, ensure_ascii=False, default=str) + "\n")
+        else:
+            from llm2labels.grouping.exports import write_all
+
+            try:
+                written = write_all(vocab, args.out)
+            except OSError as e:
+                raise ConfigError(f"cannot write the vocabulary to {args.out}: {e}") from e
+            print(f"{len(vocab['synsets'])} synsets from {len(ranked)} labels: "
+                  f"{', '.join(str(p) for p in written.values())}", file=sys.stderr)
+    except Exception as err:  # user errors become one line; anything else keeps its traceback
+        message = _one_line(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
