@@ -1,5 +1,5 @@
 PY ?= .venv/bin/python
-.PHONY: install test test-slow lint run smoke clean
+.PHONY: install test test-slow lint run smoke clean bench
 
 install:  ## create .venv and install the package with its dev extras (CPU torch pinned)
 	python3 -m venv .venv
@@ -24,3 +24,6 @@ smoke:  ## the tiny random InstructBLIP on two embedded photos
 
 clean:
 	rm -rf outputs .pytest_cache
+
+bench:  ## benchmarks that print figures (no timed assertions)
+	$(PY) -m benchmarks.eval_speed

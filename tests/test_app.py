@@ -159,3 +159,19 @@ def test_missing_weights_stop_the_run_with_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
     assert "Salesforce/instructblip-vicuna-7b" in errors[0] and "hf download" in errors[0]
+
+
+def test_ade20k_run_ends_with_metrics_for_the_seen_classes(make_cfg, tmp_path):
+    base = tmp_path / "ADEChallengeData2016"
+    maps = {"a": [[1, 3], [3, 0]], "b": [[5, 5], [150, 0]]}  # pixel v>0 is A-150 class v-1
+    for stem, values in maps.items():
+        (base / "images" / "validation").mkdir(parents=True, exist_ok=True)
+        (base / "annotations" / "validation").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 24), (90, 140, 200)).save(base / "images" / "validation" / f"{stem}.jpg")
+        Image.fromarray(np.array(values, np.uint8)).save(base / "annotations" / "validation" / f"{stem}.png")
+    summary = run(make_cfg("dataset=ade20k", f"dataset.root={tmp_path}", "grouper=none"))
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert summary["images"] == 2 and metrics["classes"] == "ade20k_150"
+    assert metrics["seen"]["num_classes"] == len({0, 2, 4, 149})  # wall, sky, tree, flag
+    assert metrics["full"]["num_classes"] == 150 and metrics["image"]["num_images"] == 2
+    assert metrics["num_labels"] == summary["labels"]
