@@ -30,8 +30,7 @@ def load_causal_lm(model_id: str, revision: str | None, dtype: str, trust_remote
     one-line MissingWeightsError (the same policy as the VLM proposers' `hf_hub.load_pretrained`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from llm2labels.proposers.base import MissingWeightsError
-    from llm2labels.proposers.hf_hub import DTYPES, _hub_offline, _hub_reachable, _missing_message
+    from llm2labels.proposers.hf_hub import DTYPES, from_cache_or_hub
 
     def load(local_only: bool) -> tuple[Any, Any]:
         kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
@@ -40,17 +39,7 @@ def load_causal_lm(model_id: str, revision: str | None, dtype: str, trust_remote
         model = AutoModelForCausalLM.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
         return model, tokenizer
 
-    try:
-        return load(local_only=True)
-    except OSError:
-        if _hub_offline():
-            raise MissingWeightsError(_missing_message(model_id, "HF_HUB_OFFLINE is set")) from None
-        if not _hub_reachable():
-            raise MissingWeightsError(_missing_message(model_id, "the hub is unreachable")) from None
-    try:
-        return load(local_only=False)
-    except OSError:
-        raise MissingWeightsError(_missing_message(model_id, "the download failed")) from None
+    return from_cache_or_hub(model_id, load)
 
 
 class LLMGrouper(ChatGrouper):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from llm2labels.proposers.base import MissingWeightsError
+
+T = TypeVar("T")
 
 DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
@@ -33,15 +37,21 @@ def load_pretrained(
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
         return model, processor
 
+    return from_cache_or_hub(model_id, load)
+
+
+def from_cache_or_hub(model_id: str, load: Callable[[bool], T]) -> T:
+    """`load(local_only)` from the local cache first; from the hub only when it is reachable; else a one-line
+    MissingWeightsError naming the model id and how to get it. Shared by every Hugging Face loader."""
     try:
-        return load(local_only=True)
+        return load(True)
     except OSError:
         if _hub_offline():
             raise MissingWeightsError(_missing_message(model_id, "HF_HUB_OFFLINE is set")) from None
         if not _hub_reachable():
             raise MissingWeightsError(_missing_message(model_id, "the hub is unreachable")) from None
     try:
-        return load(local_only=False)
+        return load(False)
     except OSError:
         raise MissingWeightsError(_missing_message(model_id, "the download failed")) from None
 
