@@ -1,11 +1,11 @@
 PY ?= .venv/bin/python
 .PHONY: install test test-slow lint run smoke clean bench
 
-install:  ## create .venv and install the package with its dev extras (CPU torch pinned)
+install:  ## create .venv and install the package with dev and baseline extras (CPU torch pinned)
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,baselines]"
 
 test:  ## the default suite (fast, offline)
 	$(PY) -m pytest -q

@@ -24,6 +24,7 @@ from llm2labels.grouping.exports import write_all
 from llm2labels.outputs import write_json, write_labels_csv
 from llm2labels.postprocess import ImageResult, rank_images, score_image
 from llm2labels.proposers.base import Proposer
+from llm2labels.report import write_report
 from llm2labels.scoring.rank import to_frame
 from llm2labels.store import FileHashes, SampleStore, sample_key, skip_key
 from llm2labels.work import ImageWork, effective_crops, plan
@@ -170,6 +171,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             metrics = evaluate(cfg, out_dir, ranked, vocabulary, class_list, truth, crops, parts.scorer)
     summary["seconds"] = watch.seconds
     write_json(out_dir / "summary.json", summary)
+    if cfg.report:
+        with watch.stage("report"):
+            write_report(out_dir, {e.rel: e.path for e in entries})
+        summary["seconds"] = watch.seconds
+        write_json(out_dir / "summary.json", summary)
     if parts.tracker is not None:
         # The job's own keys; Hydra's node is present only when composed with it (tests).
         config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import time
-import urllib.error
-import urllib.request
-from http.client import HTTPException
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,13 +21,11 @@ from llm2labels.grouping.prompts import (
     ChatGrouper,
     Message,
 )
+from llm2labels.openai_http import OpenAIError, post_json
 
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
-MAX_BACKOFF_S = 30.0
-
-
-class GrouperError(RuntimeError):
-    """The LLM server could not be used; the one-line message names the URL and what to check."""
+# The LLM server could not be used; the one-line message names the URL and what to check. The transport
+# (llm2labels.openai_http) is shared with proposer=openai, so this is its OpenAIError under the old name.
+GrouperError = OpenAIError
 
 
 class OpenAICompatGrouper(ChatGrouper):
@@ -105,47 +98,8 @@ class OpenAICompatGrouper(ChatGrouper):
             raise GrouperError(f"{self.url}: the reply has no choices[0].message.content "
                                f"({json.dumps(reply)[:200]}); is this an OpenAI-compatible server?") from None
 
-    def _request(self, body: dict[str, Any]) -> urllib.request.Request:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        if key:  # local servers usually need none
-            headers["Authorization"] = f"Bearer {key}"
-        return urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-
-    def _opener(self) -> urllib.request.OpenerDirector:
-        """Environment proxies apply, except to a server on this machine (a proxy cannot reach it)."""
-        if urlparse(self.base_url).hostname in LOOPBACK:
-            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        return urllib.request.build_opener()
-
     def _post(self, body: dict[str, Any]) -> Any:
         """The decoded JSON reply; transient failures retried max_retries times with exponential backoff
-        (or the server's Retry-After, if it sends one, capped at MAX_BACKOFF_S)."""
-        opener, last = self._opener(), ""
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff_s * 2 ** attempt
-            try:
-                with opener.open(self._request(body), timeout=self.timeout) as response:
-                    return json.loads(response.read().decode("utf-8"))
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:200]
-                last = f"HTTP {err.code} {detail}"
-                if err.code != 429 and err.code < 500:  # the request itself is wrong: retrying will not help
-                    raise GrouperError(f"{self.url}: {_line(last)}; check model ({self.model}), api_key_env "
-                                       f"({self.api_key_env}) and max_tokens") from None
-                retry_after = (err.headers.get("Retry-After") or "").strip() if err.headers else ""
-                wait = float(retry_after) if retry_after.isdigit() else wait
-            except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException, OSError) as err:
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            except ValueError as err:  # a reply that is not JSON
-                last = f"unreadable reply ({err})"
-            if attempt < self.max_retries:
-                time.sleep(min(wait, MAX_BACKOFF_S))
-        raise GrouperError(f"{self.url}: no answer after {self.max_retries + 1} attempts (last: {_line(last)}); "
-                           f"check that the server runs and serves {self.model}, or raise timeout "
-                           f"({self.timeout:g} s) / max_retries")
-
-
-def _line(text: str) -> str:
-    """`text` on one line, whitespace runs collapsed."""
-    return " ".join(str(text).split())
+        (or the server's Retry-After, if it sends one, capped at 30 s)."""
+        return post_json(self.url, body, model=self.model, api_key_env=self.api_key_env, timeout=self.timeout,
+                         max_retries=self.max_retries, backoff_s=self.backoff_s)
