@@ -1,5 +1,5 @@
 PY ?= .venv/bin/python
-.PHONY: install test test-slow lint run smoke clean bench
+.PHONY: install test test-slow lint run smoke clean bench tables
 
 install:  ## create .venv and install the package with dev and baseline extras (CPU torch pinned)
 	python3 -m venv .venv
@@ -14,7 +14,7 @@ test-slow:  ## multi-process, sweep and end-to-end tests
 	$(PY) -m pytest -q -m slow
 
 lint:
-	$(PY) -m ruff check llm2labels tests run.py
+	$(PY) -m ruff check llm2labels tests experiments benchmarks run.py
 
 run:  ## the embedded default: real photos, offline ImageNet classifier
 	$(PY) run.py
@@ -27,3 +27,6 @@ clean:
 
 bench:  ## benchmarks that print figures (no timed assertions)
 	$(PY) -m benchmarks.eval_speed
+
+tables:  ## the paper's tables from a sweep: make tables SWEEP=outputs/multirun/table2/<time>
+	$(PY) -m experiments.tables $(SWEEP)

@@ -96,11 +96,11 @@ def test_every_config_option_instantiates(make_cfg, tmp_path, group, option):
     assert obj is not None and not isinstance(obj, dict)
 
 
-@pytest.mark.parametrize("name", ["paper", "smoke"])
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "experiment").glob("*.yaml"))] + ["smoke"])
 def test_experiments_and_debug_compose(make_cfg, name):
     group = "debug" if name == "smoke" else "experiment"
-    cfg = make_cfg(f"{group}={name}")
-    assert cfg.proposer._target_.endswith("HFVLMProposer")
+    cfg = make_cfg(f"{group}={name}", "debug=smoke") if group == "experiment" else make_cfg("debug=smoke")
+    assert cfg.proposer._target_.endswith("HFVLMProposer") and cfg.dataset._target_.endswith("SamplesDataset")
 
 
 @pytest.mark.parametrize(("args", "message"), [
