@@ -13,6 +13,18 @@ from llm2labels.errors import ConfigError
 _MODES = ("offline", "online", "disabled")
 
 
+def _sweep_group() -> str | None:
+    """Jobs of one Hydra sweep share a W&B group named after the sweep directory (None outside a sweep)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    except ValueError:  # Hydra not initialised (library use)
+        return None
+
+
 def _metric_figures(metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"metrics/{k}": v for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
 
@@ -45,13 +57,16 @@ class WandbTracker:
         import wandb
 
         mode = os.environ.get("WANDB_MODE", self.mode)
-        run = wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
+        run = wandb.init(project=self.project, entity=self.entity, group=self.group or _sweep_group(), tags=self.tags,
                          mode=mode, dir=str(out_dir), config=flatten(config), reinit="finish_previous")
         figures = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         figures.update({f"seconds/{k}": v for k, v in summary.get("seconds", {}).items()})
         figures["skipped"] = len(summary.get("skipped", []))
         run.summary.update(figures)
         run.log({"labels": wandb.Table(dataframe=labels.head(self.max_table_rows))})
+        vocabulary = out_dir / "vocabulary.csv"
+        if vocabulary.exists():
+            run.log({"vocabulary": wandb.Table(dataframe=pd.read_csv(vocabulary).head(self.max_table_rows))})
         if metrics is not None:
             self._log_metrics(run, out_dir, metrics)
         run_dir = getattr(run, "dir", None)
