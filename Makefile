@@ -25,7 +25,8 @@ smoke:  ## the tiny random InstructBLIP on two embedded photos
 clean:
 	rm -rf outputs .pytest_cache
 
-bench:  ## benchmarks that print figures (no timed assertions)
+bench:  ## benchmarks that print figures (no timed assertions): proposal overhead, prefill, post-processing, evaluation
+	$(PY) -m benchmarks.run_all
 	$(PY) -m benchmarks.eval_speed
 
 tables:  ## the paper's tables from a sweep: make tables SWEEP=outputs/multirun/table2/<time>

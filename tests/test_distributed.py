@@ -92,3 +92,14 @@ def test_sweep_with_ddp_runs_each_job_once_in_its_own_folder(tmp_path):
     first, second = (read_json(tmp_path / "sweep" / j / "summary.json") for j in ("0", "1"))
     assert (first["generations"], second["generations"], second["cache_hits"]) == (24, 0, 24)
     assert len(_store_lines(cache)) == 24
+
+
+def test_tiny_model_samples_are_the_same_in_every_process():
+    script = ("from PIL import Image; from llm2labels.proposers.hf_vlm import HFVLMProposer; "
+              "from llm2labels.proposers.base import CropRequest; "
+              "p = HFVLMProposer(model='tiny:instructblip', max_new_tokens=12); p.setup('cpu'); "
+              "g = p.propose([CropRequest(Image.new('RGB', (40, 30), (20, 120, 200)), [1, 2])]); "
+              "print([x.token_ids for x in g[0]])")
+    outs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300).stdout.strip().splitlines()[-1] for _ in range(2)]
+    assert outs[0] == outs[1] and outs[0].startswith("[[")

@@ -118,6 +118,8 @@ class HFVLMProposer(Proposer):
         }
 
     def setup(self, device: str = "cpu") -> None:
+        if self._model is not None and self._model.device == torch.device(device):
+            return  # already loaded here (e.g. a second predict loop in the same process)
         if self.model_id.startswith(TINY_PREFIX):
             from llm2labels.proposers.tiny import build_tiny
 

@@ -8,7 +8,9 @@ own RNG fork, so the caller's global RNG state is untouched) and cached per proc
 
 from __future__ import annotations
 
+import re
 import string
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -39,7 +41,7 @@ SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 IMAGE_ID = SPECIALS.index("<image>")
 # Raw logit added to end-of-sequence, per family, so that sampled answers end by EOS sometimes and run to
 # max_new_tokens other times (random weights alone give EOS either almost never or all the time).
-EOS_BIAS = {"instructblip": 0.1, "instructblip_t5": 1.3, "blip2": -0.6, "llava": 1.2}
+EOS_BIAS = {"instructblip": 0.1, "instructblip_t5": -0.5, "blip2": -0.6, "llava": 1.2}
 
 LABELS = (
     "person tree sky road car building grass wall floor ceiling window door table chair bed lamp cabinet "
@@ -68,7 +70,7 @@ def _lm_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     # No full byte alphabet: only the corpus' bytes (incl. the 2-byte UTF-8 of "é", "ñ"), so that random
     # outputs are mostly word pieces and list punctuation, while split multi-byte characters still occur.
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=SPECIALS)
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=SPECIALS, show_progress=False)
     tok.train_from_iterator(_corpus(), trainer)
     if add_bos:  # Llama/OPT prepend BOS; T5 appends EOS instead
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -85,13 +87,22 @@ def _lm_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
 
 
 def _qformer_tokenizer() -> PreTrainedTokenizerFast:
-    """A small uncased WordPiece, the same kind as the bert-base-uncased tokenizer of real InstructBLIP."""
+    """A small uncased WordPiece, the same kind as the bert-base-uncased tokenizer of real InstructBLIP.
+
+    Its vocabulary is built explicitly (not trained): WordPiece training breaks ties differently in every
+    process, which would make the "same" tiny model a different model in each run.
+    """
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    text = " ".join(_corpus()).lower()
+    chars = sorted({c for c in text if not c.isspace()})
+    words = Counter(re.findall(r"[a-z]+", text))
+    frequent = sorted(words, key=lambda w: (-words[w], w))[: max(0, 200 - len(specials) - 2 * len(chars))]
+    pieces = specials + chars + ["##" + c for c in chars] + [w for w in frequent if len(w) > 1]
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )

@@ -1,0 +1,173 @@
+"""The throughput benchmarks on tiny sizes: their JSON keys and counts, never their timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import gpu_throughput, postprocess_bench, proposal_bench, run_all
+from llm2labels.parsing import parse_labels, token_indices
+from llm2labels.predict import ProposalModule
+from llm2labels.proposers.base import CropRequest, Generation, Proposer
+from llm2labels.proposers.hf_vlm import HFVLMProposer
+from llm2labels.store import SampleStore
+from llm2labels.work import CropWork, ImageWork
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """As in tests/proposers: tiny models on a busy 2-core machine are far slower with a second thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def proposal() -> dict[str, Any]:
+    """1 photo x 1x2 tiles = 2 crops, 3 samples each, 6 new tokens at most."""
+    return proposal_bench.measure(images=1, samples=3, rows=1, cols=2, max_new_tokens=6, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def post(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("store")
+    return postprocess_bench.measure(images=200, store_dir=root, profile_images=50)
+
+
+def test_proposal_counts_and_prefill_rows(proposal: dict[str, Any]) -> None:
+    assert (proposal["images"], proposal["crops"], proposal["samples_per_crop"]) == (1, 2, 3)
+    assert proposal["same_samples"]  # the Lightning path stored exactly what the bare calls generated
+    assert 0 < proposal["generated_tokens"] <= 2 * 3 * 6
+    assert proposal["overhead_ratio"] > 0 and len(proposal["overhead_ratio_runs"]) == 1
+    stages = {"total", "generate", "proposer_setup_in_generate", "refresh", "parse_score", "cpu"}
+    assert set(proposal["pipeline_s"]) == stages
+    assert 0 <= proposal["pipeline_s"]["proposer_setup_in_generate"] < proposal["pipeline_s"]["generate"]
+    assert set(proposal["bare_propose_s"]) == {"total", "cpu"} and proposal["overhead_ratio_cpu"] > 0
+    assert proposal["profile_s"]["propose"] > 0
+    prefill = proposal["prefill_calls_per_crop"]
+    # HF expands each prompt to N rows before its prefill: N prefill rows per crop, one prefill per call
+    assert prefill["unshared"] == 3 and prefill["prefill_rows"] == 2 * 3 and prefill["prefill_calls"] == 1
+    assert prefill["shared"] is None and "not implemented" in prefill["note"]
+
+
+@pytest.mark.parametrize("family", ["blip2", "llava"])
+def test_prefill_counter_finds_every_family_language_model(family: str) -> None:
+    template = gpu_throughput.LLAVA_TEMPLATE if family == "llava" else "{prompt}"
+    p = HFVLMProposer(model=f"tiny:{family}", template=template, max_new_tokens=3)
+    p.setup("cpu")
+    crop = Image.new("RGB", (40, 30), (200, 30, 10))
+    with proposal_bench.prefill_counter(p.hf_model) as counts:
+        p.propose([CropRequest(crop, [1, 2]), CropRequest(crop, [3, 4])])
+    assert counts["prefill_rows"] == 2 * 2 and counts["prefill_calls"] == 1
+    assert 1 <= counts["decode_calls"] <= 2  # 3 new tokens: one from the prefill, <= 2 decode steps
+
+
+class _Fixed(Proposer):
+    """Returns one fixed generation per seed: enough to get a record out of ProposalModule.predict_step."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": "fixed"}
+
+    def setup(self, device: str = "cpu") -> None:
+        pass
+
+    def propose(self, requests: list[CropRequest]) -> list[list[Generation]]:
+        return [[Generation("['a']", [7], [5], [-0.1]) for _ in r.seeds] for r in requests]
+
+
+def test_synthetic_records_have_predict_py_format_and_consistent_tokens() -> None:
+    work = ImageWork("x.jpg", "x.jpg", "uid", [CropWork("full", (0.0, 0.0, 1.0, 1.0), [(0, 11)])])
+    batch = [{"work": work, "error": None, "crops": [Image.new("RGB", (4, 4))]}]
+    real = json.loads(json.dumps(ProposalModule(_Fixed(), "raw").predict_step(batch)[0]))  # as stored
+    gen = postprocess_bench.Generator(samples=3, labels=15)
+    records = gen.records(5)
+    assert records == gen.records(5)  # deterministic
+    assert len(records) == 3
+    for record in records:
+        assert list(record) == list(real)  # same keys, key first (the store finds keys without parsing)
+        stored = json.loads(json.dumps(record))
+        assert {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in real.items()}
+        spans = parse_labels(record["text"])
+        assert 11 <= len(spans) <= 19 and len(record["token_ends"]) == len(spans) + 1
+        assert record["token_ends"][-1] == len(record["text"])
+        # one pseudo-token per label: label i is exactly token i
+        assert [token_indices(record["token_ends"], s.start, s.end) for s in spans] == [[i] for i in
+                                                                                       range(len(spans))]
+        assert all(lp <= 0 for lp in record["logprobs"])
+
+
+def test_vocabulary_leads_with_ade150_and_is_a_few_thousand() -> None:
+    vocab = postprocess_bench.vocabulary()
+    assert 2000 <= len(vocab) <= 5000 and len(set(vocab)) == len(vocab)
+    assert vocab[:3] == ["wall", "walls", "brick wall"]  # A-150 class 0 and its synonyms first
+    assert all("'" not in w and "," not in w for w in random.Random(0).sample(vocab, 200))
+
+
+def test_postprocess_scores_every_written_image(post: dict[str, Any]) -> None:
+    assert post["images_written"] == post["images_scored"] == 200 and post["skipped"] == 0
+    assert post["records"] == post["index_keys"] == 200 * 8
+    assert post["ranked_labels"] > 0 and post["store_mb"] > 0
+    assert post["peak_rss_mb"] >= post["rss_after_imports_mb"] > 0  # VmHWM: this program alone
+    assert post["postprocess_images_per_s"] > 0 and set(post["phases_s"]) == {"refresh", "score_and_rank",
+                                                                              "evaluate"}
+    assert post["profile"]["images"] == 50 and post["profile"]["cumulative_s"]["parse_labels"] > 0
+    assert 0 <= post["ade20k_150_full"]["R"] <= 100
+
+
+def test_store_is_written_once_then_reused(tmp_path: Path) -> None:
+    store, seconds = postprocess_bench.write_store(tmp_path, images=3, samples=2, labels=4)
+    again, reused = postprocess_bench.write_store(tmp_path, images=3, samples=2, labels=4)
+    assert seconds > 0 and reused == 0.0 and again.dir == store.dir
+    fresh = SampleStore(tmp_path, postprocess_bench.fingerprint(3, 2, 4, 0))
+    assert len(fresh.refresh()) == 3 * 2
+
+
+def test_gpu_throughput_runs_the_tiny_model_on_cpu() -> None:
+    args = gpu_throughput.parser().parse_args(
+        ["--model", "tiny:instructblip", "--device", "cpu", "--images", "3", "--batch-size", "2",
+         "--samples", "2", "--max-new-tokens", "5", "--bandwidth-gbs", "100"])
+    out = gpu_throughput.measure(args)
+    hf = out["backends"][0]
+    assert hf["backend"] == "hf" and hf["images"] == 3 and 0 < hf["generated_tokens"] <= 3 * 2 * 5
+    assert math.isfinite(hf["images_per_hour"]) and hf["images_per_hour"] > 0
+    assert math.isfinite(hf["ratio_to_limit"]) and hf["ratio_to_limit"] > 0
+    # tiny Llama text model: 2 layers x 2 KV heads x head dim 64/4, float32: 2 x 2 x 2 x 16 x 4 bytes
+    assert hf["kv_bytes_per_token"] == 512
+    assert out["backends"][1]["backend"] == "vllm"
+
+
+@pytest.mark.parametrize(("name", "memory_gb", "expected"), [
+    ("NVIDIA A100-SXM4-40GB", 42.5, 1555.0), ("NVIDIA A100-SXM4-80GB", 85.0, 2039.0),
+    ("NVIDIA A100 80GB PCIe", 85.0, 1935.0), ("NVIDIA H100 80GB HBM3", 85.0, 3350.0),
+    ("NVIDIA H100 PCIe", 85.0, 2000.0), ("NVIDIA H200", 150.0, 4800.0), ("NVIDIA L40S", 48.0, 864.0),
+    ("NVIDIA GeForce RTX 4090", 25.0, 1008.0), ("Tesla T4", 16.0, None)])
+def test_bandwidth_table(name: str, memory_gb: float, expected: float | None) -> None:
+    found = gpu_throughput.gpu_bandwidth_gbs(name, memory_gb)
+    assert (found[1] if found else None) == expected
+
+
+def test_bandwidth_limit_formula() -> None:
+    # 7B in bf16 (14e9 B) at 1 TB/s, 64 sequences: 1e12 / 14e9 x 64 = 4571.4 tokens/s; with Llama-7B's KV
+    # (2 x 32 layers x 32 heads x 128 x 2 B = 524,288 B/token) over 100 positions each: 1e12 / 17.355e9 x 64
+    lim = gpu_throughput.limits(1000.0, 14_000_000_000, 524_288, 64, 100.0)
+    assert lim["tokens_per_s"] == pytest.approx(4571.43, rel=1e-5)
+    assert lim["tokens_per_s_with_kv"] == pytest.approx(1e12 / (14e9 + 64 * 100 * 524_288) * 64, rel=1e-9)
+    assert gpu_throughput.limits(None, 1, 1, 1, 1.0) == {"tokens_per_s": None, "tokens_per_s_with_kv": None}
+
+
+def test_run_all_figures_sit_beside_their_targets(proposal: dict[str, Any], post: dict[str, Any]) -> None:
+    figures = run_all.figures(proposal, post)
+    assert set(figures) == {"overhead_ratio", "prefill_calls_per_crop", "postprocess_seconds",
+                            "postprocess_images_per_s", "peak_rss_mb"}
+    assert figures["overhead_ratio"]["meets"] == (proposal["overhead_ratio"] <= 1.10)
+    assert figures["postprocess_seconds"]["target"] == "< 0.08"  # 10 s x 200 / 25,000 images
+    assert figures["prefill_calls_per_crop"]["unshared"] == 3
