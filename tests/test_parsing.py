@@ -182,3 +182,17 @@ def test_well_formed_lists_round_trip(labels: list[str]) -> None:
     items = [x for x in labels if x.strip() == x and x.isalnum() and len(x.split()) <= MAX_WORDS]
     text = "[" + ", ".join(f"'{x}'" for x in items) + "]"
     assert [s.text for s in parse_labels(text)] == items
+
+
+_item_text = st.text(alphabet="abcXYZé09 -_.'\"", min_size=0, max_size=12)
+_quoted = st.tuples(st.sampled_from(["'", '"']), _item_text).map(lambda q: q[0] + q[1] + q[0])
+
+
+@settings(max_examples=400, deadline=None)
+@given(items=st.lists(_quoted, max_size=8), sep=st.sampled_from([", ", ",", " , ", ",\n"]),
+       pad=st.sampled_from(["", " ", "\n"]), trailing=st.sampled_from(["", ",", ", "]), close=st.booleans())
+def test_the_clean_list_fast_path_reads_exactly_like_the_scanner(items, sep, pad, trailing, close):
+    from llm2labels.parsing import _parse
+
+    text = pad + "[" + sep.join(items) + trailing + ("]" if close else "") + pad
+    assert parse_labels(text) == _parse(text, MAX_WORDS)
