@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from loopback import loopback_server
 
 from llm2labels.errors import ConfigError
 from llm2labels.grouping.openai_compat import GrouperError, OpenAICompatGrouper
@@ -31,33 +30,14 @@ class Script:
 def server() -> Iterator[tuple[str, Script]]:
     script = Script([])
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            script.requests.append((dict(self.headers), body))
-            status, text, delay = script.replies.pop(0) if script.replies else (200, GOOD, 0.0)
-            time.sleep(delay)
-            payload = (json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]})
-                       if status == 200 else text).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except OSError:  # the client gave up (timeout test)
-                pass
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, bytes, float]:
+        status, text, delay = script.replies.pop(0) if script.replies else (200, GOOD, 0.0)
+        payload = (json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]})
+                   if status == 200 else text)
+        return status, payload.encode(), delay
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", script
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(respond, script.requests) as url:
+        yield url, script
 
 
 def ranked(labels: list[str]) -> list[RankedLabel]:

@@ -8,16 +8,15 @@ import io
 import json
 import math
 import pickle
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from loopback import loopback_server
 from PIL import Image
 
 from llm2labels.app import run
@@ -87,32 +86,12 @@ class Script:
 def server() -> Iterator[tuple[str, Script]]:
     script = Script()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            script.requests.append((dict(self.headers), body))
-            status, payload, delay = (script.answer(body) if self.path == "/v1/chat/completions"
-                                      else (404, "no such route", 0.0))
-            time.sleep(delay)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload.encode())))
-                self.end_headers()
-                self.wfile.write(payload.encode())
-            except OSError:  # the client gave up (timeout test)
-                pass
+    def respond(path: str, body: dict[str, Any]) -> tuple[int, bytes, float]:
+        status, payload, delay = script.answer(body) if path == "/v1/chat/completions" else (404, "no such route", 0.0)
+        return status, payload.encode(), delay
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", script
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(respond, script.requests) as url:
+        yield url, script
 
 
 def proposer(url: str, **kw: Any) -> OpenAIProposer:
