@@ -7,3 +7,10 @@ class ConfigError(ValueError):
 
 class ImageError(ValueError):
     """An input file cannot be used as an image; the message is the reason recorded in the skip list."""
+
+
+def require(rules: dict[str, bool], prefix: str = "") -> None:
+    """Raise ConfigError with the first message (in order) whose rule does not hold, after `prefix`."""
+    for message, holds in rules.items():
+        if not holds:
+            raise ConfigError(prefix + message)

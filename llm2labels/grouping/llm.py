@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import require
 from llm2labels.grouping.prompts import (
     DEFAULT_CORRECTION,
     DEFAULT_SYSTEM,
@@ -74,9 +74,7 @@ class LLMGrouper(ChatGrouper):
             f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype}": dtype in DTYPE_NAMES,
             f"temperature must be >= 0 (0 = greedy), got {temperature}": temperature >= 0,
         }
-        for message, ok in problems.items():
-            if not ok:
-                raise ConfigError(f"grouper=llm: {message}")
+        require(problems, "grouper=llm: ")
         self.model_id, self.temperature, self.seed = model, float(temperature), seed
         self.dtype, self.device, self.revision, self.trust_remote_code = dtype, device, revision, trust_remote_code
         self._model: Any = None

@@ -13,7 +13,7 @@ import math
 from typing import Any
 from urllib.parse import urlparse
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import require
 from llm2labels.grouping.prompts import (
     DEFAULT_CORRECTION,
     DEFAULT_SYSTEM,
@@ -65,9 +65,7 @@ class OpenAICompatGrouper(ChatGrouper):
             f"chars_per_token must be > 0, got {chars_per_token}": chars_per_token > 0,
             f"temperature must be >= 0, got {temperature}": temperature >= 0,
         }
-        for message, ok in problems.items():
-            if not ok:
-                raise ConfigError(f"grouper=openai: {message}")
+        require(problems, "grouper=openai: ")
         self.model, self.base_url, self.api_key_env = model, base_url.rstrip("/"), api_key_env
         self.timeout, self.max_retries, self.backoff_s = float(timeout), max_retries, float(backoff_s)
         self.chars_per_token, self.temperature = float(chars_per_token), float(temperature)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import ConfigError, require
 from llm2labels.grouping.answers import ParsedGrouping, Tree, forest, parse_answer
 from llm2labels.grouping.vocabulary import build_vocabulary, enforce_coverage
 from llm2labels.scoring.rank import RankedLabel
@@ -124,9 +124,7 @@ class ChatGrouper(ABC):
             f"chunk_tokens must be null or > 0, got {chunk_tokens}": chunk_tokens is None or chunk_tokens > 0,
             "user_prompt must contain the {labels} slot": "{labels}" in user_prompt,
         }
-        for message, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"grouper={self.name}: {message}")
+        require(checks, f"grouper={self.name}: ")
         self.context_tokens, self.max_new_tokens, self.retries = context_tokens, max_new_tokens, retries
         self.max_labels, self.merge_rounds, self.chunk_tokens = max_labels, merge_rounds, chunk_tokens
         self.prompts = Prompts(system_prompt, user_prompt, correction_prompt)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import ConfigError, require
 from llm2labels.proposers.base import CropRequest, Generation, Proposer, token_ends_from_pieces
 from llm2labels.proposers.hf_hub import DTYPES, load_pretrained
 from llm2labels.proposers.sampling import (
@@ -96,9 +96,7 @@ class HFVLMProposer(Proposer):
             f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}": self.dtype in DTYPES,
             f"batch_size must be an int >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
         }
-        for message, holds in rules.items():
-            if not holds:
-                raise ConfigError(message)
+        require(rules)
 
     def fingerprint(self) -> dict[str, Any]:
         return {

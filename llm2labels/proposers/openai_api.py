@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import require
 from llm2labels.openai_http import OpenAIError, one_line, post_json
 from llm2labels.proposers.base import CropRequest, Generation, Proposer
 
@@ -115,9 +115,7 @@ class OpenAIProposer(Proposer):
             f"max_retries must be an int >= 0, got {self.max_retries}": _int(self.max_retries, 0),
             f"backoff_s must be >= 0, got {self.backoff_s}": _number(self.backoff_s, 0.0),
         }
-        for message, holds in rules.items():
-            if not holds:
-                raise ConfigError(f"proposer=openai: {message}")
+        require(rules, "proposer=openai: ")
 
     @property
     def url(self) -> str:
