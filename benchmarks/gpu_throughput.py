@@ -20,8 +20,14 @@ bf16); prefill, vision encoding, activations and host-side work are ignored (the
 figure). `ratio_to_limit` = measured generated tokens/s / limit tokens/s (the same ratio as images/hour to
 the limit's images/hour): steps padded after an answer's EOS are wasted decode work and count against it.
 
+HF runs twice by default, with `shared_prefill` on and off (`--prefill`), and reports which share of the
+samples the two runs drew alike (`same_samples_as_unshared`: 1.0 in float32; in bfloat16 a different batch
+shape may flip a near-tie, after which that answer goes its own way).
+
 `python -m benchmarks.gpu_throughput --model Salesforce/instructblip-vicuna-7b --device cuda [--images 64]`
 `python -m benchmarks.gpu_throughput --model tiny:instructblip --device cpu --images 4` (anywhere, seconds)
+`python -m benchmarks.gpu_throughput --random-decoder 4096x32 --device cuda` (no weights needed: a random
+LLaVA whose decoder has Vicuna-7B's shape, for the decode-side figures of a 7B model)
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from benchmarks.proposal_bench import language_model, stdout_to_stderr
+from benchmarks.common import language_model, stdout_to_stderr
 from llm2labels.data.images import load_rgb
 from llm2labels.data.samples import SamplesDataset
 from llm2labels.proposers.base import CropRequest
+from llm2labels.proposers.hf_hub import DTYPES
 from llm2labels.proposers.hf_vlm import DEFAULT_PROMPT, HFVLMProposer
 
 # Peak memory bandwidth, GB/s (vendor data sheets); matched against torch.cuda.get_device_name().
@@ -131,20 +138,37 @@ def figures(images: int, tokens: int, seconds: float, lim: dict[str, float | Non
             "limit": {k: sig(v) for k, v in lim.items()}, **ratios}
 
 
-def run_hf(args: argparse.Namespace, images: list[Image.Image], bandwidth: float | None) -> dict[str, Any]:
+def hf_proposer(args: argparse.Namespace, shared: bool) -> HFVLMProposer:
+    """The proposer under test, set up on `args.device` (a sized random LLaVA for `--random-decoder`)."""
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    p = HFVLMProposer(model=args.model, template=template_for(args.model, args.template), dtype=dtype,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **SAMPLING)
-    p.setup(args.device)
+    model = "tiny:llava" if args.random_decoder else args.model
+    p = HFVLMProposer(model=model, template=template_for(model, args.template), dtype=dtype,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                      shared_prefill=shared, **SAMPLING)
+    if not args.random_decoder:
+        p.setup(args.device)
+        return p
+    from llm2labels.proposers.tiny import sized_llava
+
+    hidden, layers = (int(x) for x in args.random_decoder.lower().split("x"))
+    p.attach(*sized_llava(hidden, layers, args.device, DTYPES[dtype], args.image_tokens))
+    return p
+
+
+def run_hf(args: argparse.Namespace, images: list[Image.Image], bandwidth: float | None,
+           shared: bool = True) -> tuple[dict[str, Any], list[list[int]]]:
+    """The HF figures and every sample's tokens (to compare the prefill modes)."""
+    p = hf_proposer(args, shared)
     timed, seeds = timer(p.hf_model.device), itertools.count()
     requests = [CropRequest(im, [next(seeds) for _ in range(args.samples)]) for im in images]
     batches = [requests[i : i + args.batch_size] for i in range(0, len(requests), args.batch_size)]
     p.propose(batches[0])  # warm-up: CUDA context, kernels, allocator
-    seconds, tokens = 0.0, 0
+    seconds, samples = 0.0, []
     for batch in batches:
         s, out = timed(lambda b=batch: p.propose(b))
         seconds += s
-        tokens += sum(len(g.token_ids) for gens in out for g in gens)
+        samples += [g.token_ids for gens in out for g in gens]
+    tokens = sum(len(t) for t in samples)
     text = p.template.replace("{prompt}", p.prompt)  # the prompt as the model sees it, image tokens included
     inputs = p.hf_processor(images=[images[0]], text=[text], return_tensors="pt")
     prompt_len = int(inputs["input_ids"].shape[1])
@@ -152,14 +176,16 @@ def run_hf(args: argparse.Namespace, images: list[Image.Image], bandwidth: float
     concurrent = args.batch_size * args.samples
     context = prompt_len + tokens / (len(images) * args.samples) / 2
     dtype_name = str(p.hf_model.dtype).removeprefix("torch.")
-    return {"backend": "hf", "device": str(p.hf_model.device), "dtype": dtype_name,
+    peak = torch.cuda.max_memory_allocated(p.hf_model.device) if p.hf_model.device.type == "cuda" else None
+    return {"backend": "hf", "shared_prefill": shared, "device": str(p.hf_model.device), "dtype": dtype_name,
             "images": len(images), "samples": args.samples, "batch_size": args.batch_size,
             "concurrent_sequences": concurrent,
             "model_bytes": sum(t.numel() * t.element_size() for t in p.hf_model.parameters()),
             "decoder_bytes": weights, "kv_bytes_per_token": kv_token, "prompt_tokens": prompt_len,
             "mean_context_tokens": round(context, 1),
+            "peak_gpu_memory_gb": None if peak is None else round(peak / 1e9, 2),
             **figures(len(images), tokens, seconds,
-                      limits(bandwidth, weights, kv_token, concurrent, context))}
+                      limits(bandwidth, weights, kv_token, concurrent, context))}, samples
 
 
 def run_vllm(args: argparse.Namespace, images: list[Image.Image], bandwidth: float | None,
@@ -170,8 +196,8 @@ def run_vllm(args: argparse.Namespace, images: list[Image.Image], bandwidth: flo
         import vllm
     except ImportError as err:
         return {"backend": "vllm", "skipped": f"vllm is not installed ({err})"}
-    if args.model.startswith("tiny:"):
-        return {"backend": "vllm", "skipped": "tiny models are built in-process for HF only"}
+    if args.model.startswith("tiny:") or args.random_decoder:
+        return {"backend": "vllm", "skipped": "tiny and random models are built in-process for HF only"}
     concurrent = args.batch_size * args.samples
     try:
         llm = vllm.LLM(model=args.model, dtype=args.dtype or "bfloat16", max_num_seqs=concurrent,
@@ -206,20 +232,35 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads or device.type == "cpu":  # one thread: tiny models on a busy CPU (see tests/proposers)
         torch.set_num_threads(args.threads or 1)
     images = photos(args.images)
-    hf = run_hf(args, images, bandwidth)
-    gc.collect()  # the HF model goes before vLLM claims the GPU memory
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return {"model": args.model, "gpu": gpu, "bandwidth_gbs": bandwidth,
-            "max_new_tokens": args.max_new_tokens,
+    modes = {"both": (True, False), "shared": (True,), "unshared": (False,)}[args.prefill]
+    runs, samples = [], {}
+    for shared in modes:
+        hf, samples[shared] = run_hf(args, images, bandwidth, shared)
+        runs.append(hf)
+        gc.collect()  # this model goes before the next one (or vLLM) claims the GPU memory
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+    if len(samples) == 2:
+        pairs = list(zip(samples[True], samples[False], strict=True))
+        runs[0]["same_samples_as_unshared"] = round(sum(a == b for a, b in pairs) / len(pairs), 4)
+        runs[0]["speedup_over_unshared"] = round(runs[1]["seconds"] / runs[0]["seconds"], 3)
+    return {"model": f"random LLaVA, decoder {args.random_decoder}" if args.random_decoder else args.model,
+            "gpu": gpu, "bandwidth_gbs": bandwidth, "max_new_tokens": args.max_new_tokens,
             "bandwidth_note": None if bandwidth else "unknown device: pass --bandwidth-gbs for the limit",
-            "backends": [hf, run_vllm(args, images, bandwidth, hf)]}
+            "backends": [*runs, run_vllm(args, images, bandwidth, runs[0])]}
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="Salesforce/instructblip-vicuna-7b",
                     help="HF model id or tiny:<family>")
+    ap.add_argument("--random-decoder", default=None, metavar="HIDDENxLAYERS",
+                    help="instead of --model: a random LLaVA with a Llama decoder of this shape (4096x32: 7B)")
+    ap.add_argument("--image-tokens", type=int, default=576,
+                    help="--random-decoder: image tokens in the prompt (a square; LLaVA-1.5: 576)")
+    ap.add_argument("--prefill", choices=("both", "shared", "unshared"), default="both",
+                    help="HF shared_prefill setting(s) to run")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8, help="crops per generate call")
     ap.add_argument("--samples", type=int, default=8, help="samples per crop")

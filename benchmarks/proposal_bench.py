@@ -6,9 +6,10 @@
 same batches with the same seeds (so both paths generate the very same tokens, which is checked). The model
 is built once before either is timed; paths alternate, median of `repeats`. Target <= 1.10.
 
-`prefill` counts the language model's prefill rows per crop (forward calls whose input sequence is longer
-than one position, counted in batch rows) during `propose`: HF expands every prompt to N rows before the
-prefill, so the unshared path prefills N times per crop.
+`prefill_calls_per_crop` counts the language model's prefill rows per crop (forward calls whose input sequence
+is longer than one position, counted in batch rows) during `propose`, with `shared_prefill` off and on: HF
+expands every prompt to N rows before its prefill, so the unshared path prefills N times per crop; the shared
+path once (its N rows then compute only the prompt's last position, a decode-sized step).
 
 `python -m benchmarks.proposal_bench [--images 4] [--samples 8] [--max-new-tokens 40] [--repeats 5]`
 """
@@ -19,10 +20,8 @@ import argparse
 import cProfile
 import json
 import logging
-import os
 import pstats
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -37,6 +36,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from torch import nn
 
+from benchmarks.common import language_model, stdout_to_stderr
 from benchmarks.postprocess_bench import cumulative_seconds
 from llm2labels import app
 from llm2labels.data.images import file_uid
@@ -79,27 +79,6 @@ def compose_cfg(images: int, samples: int, rows: int, cols: int, max_new_tokens:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides)
-
-
-def language_model(model: nn.Module) -> nn.Module:
-    """The text decoder: BLIP-2/InstructBLIP `language_model`, LLaVA `model.language_model`."""
-    lm = getattr(model, "language_model", None)
-    return lm if isinstance(lm, nn.Module) else model.model.language_model
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Point file descriptor 1 at stderr, so stdout holds the JSON alone: building a tiny model prints blank
-    lines from native code (the tokenizer trainer's progress), which `contextlib.redirect_stdout` misses."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 @contextmanager
@@ -218,11 +197,19 @@ def profile_breakdown(run: Callable[[], object]) -> dict[str, float]:
 
 def measure_prefill(bench: Bench, batches: list[list[CropRequest]]) -> dict[str, Any]:
     requests = [r for batch in batches for r in batch]
-    with prefill_counter(bench.parts.proposer.hf_model) as counts:  # type: ignore[attr-defined]
-        bench.parts.proposer.propose(requests)
-    return {"unshared": counts["prefill_rows"] / len(requests), "shared": None,
-            "note": "shared prefill not implemented yet", "samples": len(requests[0].seeds),
-            "crops": len(requests), **counts}
+    proposer: Any = bench.parts.proposer
+    default, out = proposer.shared_prefill, {"samples": len(requests[0].seeds), "crops": len(requests)}
+    try:
+        for shared in (False, True):
+            proposer.shared_prefill = shared
+            with prefill_counter(proposer.hf_model) as counts:
+                proposer.propose(requests)
+            name = "shared" if shared else "unshared"
+            out[name] = counts["prefill_rows"] / len(requests)
+            out[f"{name}_counts"] = dict(counts)
+    finally:
+        proposer.shared_prefill = default
+    return out
 
 
 def median(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from benchmarks import gpu_throughput, postprocess_bench, proposal_bench
-from benchmarks.proposal_bench import stdout_to_stderr
+from benchmarks.common import stdout_to_stderr
 
 
 def figures(proposal: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:

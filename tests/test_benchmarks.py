@@ -54,9 +54,12 @@ def test_proposal_counts_and_prefill_rows(proposal: dict[str, Any]) -> None:
     assert set(proposal["bare_propose_s"]) == {"total", "cpu"} and proposal["overhead_ratio_cpu"] > 0
     assert proposal["profile_s"]["propose"] > 0
     prefill = proposal["prefill_calls_per_crop"]
-    # HF expands each prompt to N rows before its prefill: N prefill rows per crop, one prefill per call
-    assert prefill["unshared"] == 3 and prefill["prefill_rows"] == 2 * 3 and prefill["prefill_calls"] == 1
-    assert prefill["shared"] is None and "not implemented" in prefill["note"]
+    # unshared, HF expands each prompt to N rows before its prefill: N prefill rows per crop, one call;
+    # shared, the prompt is prefilled once per crop and the N rows resume with a one-position step
+    unshared, shared = prefill["unshared_counts"], prefill["shared_counts"]
+    assert prefill["unshared"] == 3 and unshared["prefill_rows"] == 2 * 3 and unshared["prefill_calls"] == 1
+    assert prefill["shared"] == 1 and shared["prefill_rows"] == 2 and shared["prefill_calls"] == 1
+    assert shared["decode_calls"] == unshared["decode_calls"] + 1
 
 
 @pytest.mark.parametrize("family", ["blip2", "llava"])
@@ -65,10 +68,13 @@ def test_prefill_counter_finds_every_family_language_model(family: str) -> None:
     p = HFVLMProposer(model=f"tiny:{family}", template=template, max_new_tokens=3)
     p.setup("cpu")
     crop = Image.new("RGB", (40, 30), (200, 30, 10))
-    with proposal_bench.prefill_counter(p.hf_model) as counts:
-        p.propose([CropRequest(crop, [1, 2]), CropRequest(crop, [3, 4])])
-    assert counts["prefill_rows"] == 2 * 2 and counts["prefill_calls"] == 1
-    assert 1 <= counts["decode_calls"] <= 2  # 3 new tokens: one from the prefill, <= 2 decode steps
+    # 3 new tokens: the first from the prefill (shared: from the one-position step after it), <= 2 decode steps
+    for shared, rows, decode in ((False, 2 * 2, (1, 2)), (True, 2, (2, 3))):
+        p.shared_prefill = shared
+        with proposal_bench.prefill_counter(p.hf_model) as counts:
+            p.propose([CropRequest(crop, [1, 2]), CropRequest(crop, [3, 4])])
+        assert counts["prefill_rows"] == rows and counts["prefill_calls"] == 1
+        assert decode[0] <= counts["decode_calls"] <= decode[1]
 
 
 class _Fixed(Proposer):
@@ -142,7 +148,26 @@ def test_gpu_throughput_runs_the_tiny_model_on_cpu() -> None:
     assert math.isfinite(hf["ratio_to_limit"]) and hf["ratio_to_limit"] > 0
     # tiny Llama text model: 2 layers x 2 KV heads x head dim 64/4, float32: 2 x 2 x 2 x 16 x 4 bytes
     assert hf["kv_bytes_per_token"] == 512
-    assert out["backends"][1]["backend"] == "vllm"
+    unshared = out["backends"][1]
+    assert (hf["shared_prefill"], unshared["shared_prefill"]) == (True, False)
+    assert hf["same_samples_as_unshared"] == 1.0  # float32 on CPU: the two prefill modes draw alike
+    assert unshared["generated_tokens"] == hf["generated_tokens"]
+    assert out["backends"][2]["backend"] == "vllm"
+
+
+def test_gpu_throughput_sized_random_decoder_has_the_asked_shape() -> None:
+    args = gpu_throughput.parser().parse_args(
+        ["--random-decoder", "128x3", "--device", "cpu", "--images", "2", "--batch-size", "2",
+         "--samples", "2", "--max-new-tokens", "3", "--prefill", "shared"])
+    out = gpu_throughput.measure(args)
+    hf = out["backends"][0]
+    assert out["model"] == "random LLaVA, decoder 128x3" and len(out["backends"]) == 2
+    # 3 layers x 2 (K, V) x 2 KV heads (128 / 64-wide heads) x head dim 64 x 4 bytes (float32)
+    assert hf["kv_bytes_per_token"] == 3 * 2 * 2 * 64 * 4
+    # decoder: 3 x (4 x 128^2 attention + 3 x 128 x 512 MLP (8/3 x 128, rounded up to 256) + 2 x 128 norms)
+    # + final norm + token embedding and LM head (384 x 128 each, untied) + the head's bias; 4 bytes each
+    params = 3 * (4 * 128 * 128 + 3 * 128 * 512 + 2 * 128) + 128 + 2 * 384 * 128 + 384
+    assert hf["decoder_bytes"] == params * 4
 
 
 @pytest.mark.parametrize(("name", "memory_gb", "expected"), [

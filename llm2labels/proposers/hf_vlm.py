@@ -1,9 +1,16 @@
 """Hugging Face vision-language models as label proposers: InstructBLIP (Vicuna, Flan-T5), BLIP-2, LLaVA-1.5.
 
 One `generate` call per batch of crops asks for `len(seeds)` answers per crop. Sampling is done by our own
-processors (see `sampling`), so sample k of a crop depends only on (crop, fingerprint, seeds[k]). The image
-is encoded once per crop, not once per sample: InstructBLIP/BLIP-2 encode before HF expands the batch, and
-for LLaVA we merge the image features into `inputs_embeds` ourselves before calling `generate`.
+processors (see `sampling`), so sample k of a crop depends only on (crop, fingerprint, seeds[k]).
+
+Work per crop, not per sample: each crop is encoded once (the image features are merged into the language
+model's `inputs_embeds` here, for every family, before `generate` expands the batch), and with
+`shared_prefill` the prompt is prefilled once per crop too: the language model runs over all prompt
+positions but the last at batch B, the cache is repeated to the B x N sample rows, and `generate` resumes
+from it, computing only the last prompt position per sample. Each sample row then sees the same keys and
+values it would have computed itself, so the samples are those of the unshared path (up to float rounding
+in the last bits, as with any change of batch shape). Encoder-decoder models (InstructBLIP-Flan-T5) need
+nothing of this: HF runs their encoder once per crop and repeats its output.
 
 The noise is batch-independent by construction; the logits are so only up to the last bits of floating
 point. On CPU in float32 they match exactly (tested); on a GPU, a different batch can pick other matmul
@@ -14,6 +21,7 @@ a resumed run (or use float32) where bit-exact samples matter.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from typing import Any
 
@@ -64,11 +72,13 @@ class HFVLMProposer(Proposer):
         batch_size: int = 8,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        shared_prefill: bool = True,
     ) -> None:
         self.model_id, self.revision, self.trust_remote_code = model, revision, trust_remote_code
         self.prompt, self.template, self.logprob_mode, self.dtype = prompt, template, logprobs, dtype
         self.top_p, self.temperature, self.repetition_penalty = top_p, temperature, repetition_penalty
         self.top_k, self.max_new_tokens, self.batch_size = top_k, max_new_tokens, batch_size
+        self.shared_prefill = shared_prefill
         self._validate()
         self._model: PreTrainedModel | None = None
         self._processor: ProcessorMixin | None = None
@@ -95,6 +105,9 @@ class HFVLMProposer(Proposer):
             ),
             f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}": self.dtype in DTYPES,
             f"batch_size must be an int >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
+            f"shared_prefill must be true or false, got {self.shared_prefill!r}": isinstance(
+                self.shared_prefill, bool
+            ),
         }
         require(rules)
 
@@ -128,6 +141,11 @@ class HFVLMProposer(Proposer):
             model, processor = load_pretrained(
                 self.model_id, self.revision, self.dtype, self.trust_remote_code
             )
+        self.attach(model.to(device), processor)
+
+    def attach(self, model: PreTrainedModel, processor: ProcessorMixin) -> None:
+        """Use a model that is already built and placed (e.g. a random one of a chosen size, for throughput
+        benchmarks) instead of loading `model`; `setup` ends here too."""
         self._family = FAMILY_OF_MODEL_TYPE.get(model.config.model_type, "")
         if not self._family:
             raise ConfigError(
@@ -136,7 +154,7 @@ class HFVLMProposer(Proposer):
             )
         if getattr(processor, "num_query_tokens", 0) is None:  # BLIP processors: image slots in the prompt
             processor.num_query_tokens = model.config.num_query_tokens  # (older hub configs leave it unset)
-        self._model, self._processor = model.to(device).eval(), processor
+        self._model, self._processor = model.eval(), processor
         self._eos_ids = self._install_generation_config()
         if not self._generator().config.is_encoder_decoder:
             processor.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
@@ -223,7 +241,9 @@ class HFVLMProposer(Proposer):
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             inputs = self._model_inputs([r.image for r in requests])
-            output = self.hf_model.generate(
+            if self.shared_prefill:
+                inputs.update(self._prefix_cache(inputs, samples))
+            output = self._generator().generate(
                 **inputs, generation_config=self._call_config(samples), logits_processor=processors
             )
             new_tokens = output.sequences[:, state.prompt_len :]
@@ -235,7 +255,8 @@ class HFVLMProposer(Proposer):
         return [rows[i * samples : (i + 1) * samples] for i in range(len(requests))]
 
     def _model_inputs(self, images: list[Any]) -> dict[str, Tensor]:
-        """Processor outputs on the model's device, pixels in its dtype; LLaVA's as merged inputs_embeds."""
+        """The language model's inputs for a batch of crops: prompt embeddings with the image features merged
+        in, and the attention mask (the prompt left-padded for decoder-only models)."""
         text = self.template.replace("{prompt}", self.prompt)
         inputs = self.hf_processor(
             images=[im.convert("RGB") for im in images],
@@ -245,7 +266,37 @@ class HFVLMProposer(Proposer):
         )
         inputs = {k: v.to(self.hf_model.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.hf_model.dtype)
-        return _llava_embeds(self.hf_model, inputs) if self._family == "llava" else inputs
+        return _merged_embeds(self.hf_model, inputs)
+
+    def _prefix_cache(self, inputs: dict[str, Tensor], samples: int) -> dict[str, Any]:
+        """`{"cache": ...}` holding the prompt's keys and values but its last position, computed once per
+        crop and repeated to `samples` rows per crop; {} where there is nothing to share (one sample, an
+        encoder-decoder model, a one-token prompt) or the model's cache cannot be repeated by row.
+
+        `generate` then sees a cache covering all but the last prompt position and computes only that one,
+        at B x N rows. The positions are those `generate` derives from the attention mask itself.
+        """
+        generator = self._generator()
+        embeds, mask = inputs["inputs_embeds"], inputs["attention_mask"]
+        if samples == 1 or generator.config.is_encoder_decoder or embeds.shape[1] < 2:
+            return {}
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        # transformers >= 5.24 names the cache argument `cache`, earlier versions `past_key_values`
+        name = "cache" if "cache" in inspect.signature(generator.forward).parameters else "past_key_values"
+        output = generator(
+            inputs_embeds=embeds[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = output.get(name)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave") or any(
+            getattr(cache, "is_linear", None) or []
+        ):
+            return {}  # e.g. a recurrent state: the unshared path prefills each sample row itself
+        cache.batch_repeat_interleave(samples)
+        return {name: cache}
 
     def _generation(self, ids: list[int], logprobs: list[float]) -> Generation:
         """Cut at the first EOS (excluded), decode, and locate each token's end in the text."""
@@ -259,16 +310,22 @@ def _at_least(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _llava_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Encode each crop once and scatter its features over its image tokens (HF's LLaVA forward, done here).
+def _merged_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Encode each crop once and scatter its features over its image tokens (what HF's own forward or
+    `generate` of each family does), giving the language model's `inputs_embeds` and attention mask.
 
-    Handing `generate` merged embeddings (not pixel_values) keeps the vision tower at one row per crop
+    Handing `generate` merged embeddings keeps the vision tower (and the Q-Former) at one row per crop,
     whatever the transformers version does when it expands the batch for num_return_sequences.
     """
     input_ids = inputs["input_ids"]
     embeds = model.get_input_embeddings()(input_ids)
-    features = model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True).pooler_output
-    features = torch.cat(list(features), dim=0).to(embeds.dtype)
+    qformer = {k: inputs[k] for k in ("qformer_input_ids", "qformer_attention_mask") if k in inputs}
+    features = model.get_image_features(
+        pixel_values=inputs["pixel_values"], **qformer, return_dict=True
+    ).pooler_output  # BLIP: [B, queries, D]; LLaVA: one [tokens, D] per image
+    if not isinstance(features, Tensor):
+        features = torch.cat(list(features), dim=0)
+    features = features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
     is_image = input_ids == model.config.image_token_id
     if int(is_image.sum()) != features.shape[0]:
         raise RuntimeError(

@@ -8,6 +8,7 @@ own RNG fork, so the caller's global RNG state is untouched) and cached per proc
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -118,6 +119,7 @@ def _qformer_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _vision(**extra: Any) -> dict[str, Any]:
+    """The tiny ViT config; `extra` adds or overrides fields."""
     return dict(
         hidden_size=32,
         intermediate_size=64,
@@ -126,11 +128,11 @@ def _vision(**extra: Any) -> dict[str, Any]:
         image_size=IMAGE_PX,
         patch_size=PATCH_PX,
         initializer_range=0.05,  # InstructBLIP's default (1e-10) would make the answer ignore the image
-        **extra,
-    )
+    ) | extra
 
 
 def _llama(vocab: int, **extra: Any) -> dict[str, Any]:
+    """The tiny Llama text config; `extra` adds or overrides fields."""
     return dict(
         model_type="llama",
         vocab_size=vocab,
@@ -144,8 +146,7 @@ def _llama(vocab: int, **extra: Any) -> dict[str, Any]:
         eos_token_id=2,
         pad_token_id=3,
         initializer_range=0.1,
-        **extra,
-    )
+    ) | extra
 
 
 def _qformer(vocab: int) -> dict[str, Any]:
@@ -225,18 +226,18 @@ def _blip2() -> tuple[PreTrainedModel, ProcessorMixin]:
     return model, processor
 
 
-def _llava() -> tuple[PreTrainedModel, ProcessorMixin]:
+def _llava(image_px: int = IMAGE_PX, **text: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
     tok = _lm_tokenizer(add_bos=True)
     config = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", projection_dim=32, **_vision()),
-        text_config=_llama(len(tok)),
+        vision_config=dict(model_type="clip_vision_model", projection_dim=32, **_vision(image_size=image_px)),
+        text_config=_llama(len(tok), **text),
         image_token_index=IMAGE_ID,
-        image_seq_length=(IMAGE_PX // PATCH_PX) ** 2,
+        image_seq_length=(image_px // PATCH_PX) ** 2,
         vision_feature_layer=-1,
     )
-    model = LlavaForConditionalGeneration(config)
+    model = LlavaForConditionalGeneration(config)  # on torch's default device (see sized_llava)
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_PX}, crop_size={"height": IMAGE_PX, "width": IMAGE_PX}
+        size={"shortest_edge": image_px}, crop_size={"height": image_px, "width": image_px}
     )
     processor = LlavaProcessor(
         image_processor,
@@ -281,3 +282,35 @@ def build_tiny(family: str) -> tuple[PreTrainedModel, ProcessorMixin]:
             model, processor = _instructblip(t5=family == "instructblip_t5")
         _set_output_bias(model, EOS_BIAS[family])
     return model.eval(), processor
+
+
+def sized_llava(
+    hidden_size: int,
+    layers: int,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    image_tokens: int = (IMAGE_PX // PATCH_PX) ** 2,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """A random LLaVA whose Llama decoder has the width and depth of a real one (64-wide heads, a Llama-sized
+    MLP), with the tiny vision tower, tokenizer and vocabulary: for throughput benchmarks on a GPU, where the
+    bytes each decode step reads matter and the answers do not. `image_tokens` (a square; LLaVA-1.5: 576)
+    sets the prompt's length. Built directly on `device`."""
+    side = math.isqrt(image_tokens)
+    if side * side != image_tokens:
+        raise ValueError(f"image_tokens must be a square number, got {image_tokens}")
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(0)
+        heads = hidden_size // 64
+        intermediate = -(-hidden_size * 8 // 3 // 256) * 256  # Llama's 8/3 x width, rounded up to 256
+        model, processor = _llava(
+            image_px=side * PATCH_PX,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=2048,
+            initializer_range=0.02,
+        )
+        _set_output_bias(model, EOS_BIAS["llava"])
+    return model.to(dtype).eval(), processor

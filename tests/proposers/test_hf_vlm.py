@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -174,6 +175,53 @@ def test_vision_tower_sees_one_row_per_crop_not_per_sample(family: str) -> None:
     finally:
         handle.remove()
     assert rows == [3]  # 3 crops x 4 samples: one call, 3 rows
+
+
+def prompt_calls(p: HFVLMProposer) -> tuple[list[tuple[int, int]], Any]:
+    """(rows, positions) of every forward call of the stack that reads the prompt (the decoder of a
+    decoder-only language model, the encoder of an encoder-decoder one), and the hook's handle."""
+    generator = p.hf_model if p.hf_model.config.model_type == "llava" else p.hf_model.language_model
+    stack = generator.get_encoder() if generator.config.is_encoder_decoder else generator.get_decoder()
+    calls: list[tuple[int, int]] = []
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        x = kwargs.get("inputs_embeds")
+        x = kwargs.get("input_ids") if x is None else x
+        x = args[0] if x is None else x
+        calls.append((int(x.shape[0]), int(x.shape[1])))
+
+    return calls, stack.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prefill_reads_the_prompt_once_per_crop_and_samples_as_before(family: str) -> None:
+    p = proposer(family, batch_size=8)
+    requests = [CropRequest(image(n), list(range(10 * i, 10 * i + 8))) for i, n in enumerate(["rocket", "coffee"])]
+    out, prompt_rows = {}, {}
+    for shared in (False, True):
+        p.shared_prefill = shared
+        calls, handle = prompt_calls(p)
+        try:
+            out[shared] = p.propose(requests)
+        finally:
+            handle.remove()
+            p.shared_prefill = True
+        prompt_rows[shared] = [rows for rows, positions in calls if positions > 1]
+        if not shared and family != "instructblip_t5":
+            assert calls[0][0] == 16  # 2 crops x 8 samples: the unshared prefill's rows
+    if family == "instructblip_t5":  # HF encodes once per crop and repeats the encoder output either way
+        assert prompt_rows == {False: [2], True: [2]}
+    else:
+        assert prompt_rows == {False: [16], True: [2]}
+    for unshared_crop, shared_crop in zip(out[False], out[True], strict=True):
+        for a, b in zip(unshared_crop, shared_crop, strict=True):
+            assert (a.text, a.token_ids, a.token_ends) == (b.text, b.token_ids, b.token_ends)
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=0, atol=1e-5)
+
+
+def test_shared_prefill_is_validated() -> None:
+    with pytest.raises(ConfigError, match="shared_prefill must be true or false"):
+        HFVLMProposer(model="tiny:llava", shared_prefill="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
