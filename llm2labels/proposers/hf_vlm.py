@@ -335,12 +335,44 @@ def _merged_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[st
     return {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}
 
 
+DECODE_WINDOW = 8  # tokens of left context when decoding one token's piece (see decode_with_ends)
+
+
 def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
     """The text of `ids` (special tokens skipped) and where each token ends in it.
 
-    Token j ends where the decoded prefix ids[:j+1] stops agreeing with the full text; this is exact for
-    SentencePiece spacing and for byte-level tokens that split a UTF-8 character (the character is
-    credited to the token that completes it; the others get an empty piece).
+    Each token's piece is what decoding it adds to the DECODE_WINDOW tokens before it: one batched decode
+    of 2T short windows instead of T prefixes (quadratic in T), by the Rust tokenizer where there is one; the
+    full text is the Python tokenizer's own decode. The window gives SentencePiece spacing and
+    word-piece joins their context. Where the pieces do not add up to the full text (a UTF-8 character
+    split over byte-level tokens, a decoder that strips a window's leading space) the exact prefix method
+    (`decode_with_ends_exact`) decides.
+    """
+    if not ids:
+        return "", []
+    starts = [max(0, j - DECODE_WINDOW) for j in range(len(ids))]
+    windows = [ids[s : j + 1] for j, s in enumerate(starts)] + [ids[s:j] for j, s in enumerate(starts)]
+    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust tokenizer: 4x faster on short windows
+    if backend is not None:
+        decoded = backend.decode_batch(windows, skip_special_tokens=True)
+    else:
+        decoded = tokenizer.batch_decode(windows, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    n = len(ids)
+    pieces = []
+    for with_token, without in zip(decoded[:n], decoded[n : 2 * n], strict=True):
+        if not with_token.startswith(without):
+            return decode_with_ends_exact(tokenizer, ids)
+        pieces.append(with_token[len(without) :])
+    if "".join(pieces) != text:
+        return decode_with_ends_exact(tokenizer, ids)
+    return token_ends_from_pieces(pieces)
+
+
+def decode_with_ends_exact(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
+    """`decode_with_ends` by prefixes: token j ends where the decoded prefix ids[:j+1] stops agreeing with
+    the full text. Exact for SentencePiece spacing and for byte-level tokens that split a UTF-8 character
+    (the character is credited to the token that completes it; the others get an empty piece); quadratic.
     """
     if not ids:
         return "", []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from PIL import Image
 
 from llm2labels.errors import ConfigError
 from llm2labels.proposers.base import CropRequest, Generation
+from llm2labels.proposers import hf_vlm
 from llm2labels.proposers.hf_vlm import HFVLMProposer
-from llm2labels.proposers.tiny import FAMILIES
+from llm2labels.proposers.tiny import FAMILIES, build_tiny
 
 SAMPLES = Path(__file__).parents[2] / "llm2labels" / "assets" / "samples"
 LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
@@ -336,3 +338,39 @@ def test_every_proposer_config_instantiates_with_the_paper_settings() -> None:
             )
             assert p.prompt.startswith("Analyze the image and provide a Python list")
             assert p.dtype == ("float32" if name.startswith("tiny") else "bfloat16")
+
+
+# --- token ends: the windowed decode against the exact prefix method --------------------------------------
+
+TEXTS = ["['car', 'road', 'tree']", "a man riding a red motorcycle", "café 東京 naïve – ok ✓", "  two  spaces\n"]
+
+
+def tokenizer_named(name: str) -> Any:
+    if name == "minilm":  # a trained WordPiece tokenizer (the packaged sentence-embedding model's)
+        from llm2labels.grouping.embedding import load_encoder
+
+        return load_encoder("all-MiniLM-L6-v2", "cpu").tokenizer
+    return build_tiny(name)[1].tokenizer
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "minilm"])
+def test_windowed_token_ends_equal_the_exact_prefix_method(name: str) -> None:
+    tokenizer = tokenizer_named(name)
+    rng = random.Random(0)
+    sequences = [tokenizer(t, add_special_tokens=False).input_ids for t in TEXTS]
+    sequences += [rng.choices(range(len(tokenizer)), k=rng.randint(1, 40)) for _ in range(150)]
+    for ids in sequences:
+        assert hf_vlm.decode_with_ends(tokenizer, ids) == hf_vlm.decode_with_ends_exact(tokenizer, ids)
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "minilm"])
+def test_plain_answers_take_the_windowed_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokenizer = tokenizer_named(name)
+    ids = tokenizer(TEXTS[0] * 6, add_special_tokens=False).input_ids  # longer than the window
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("fell back to the prefix method")
+
+    expected = hf_vlm.decode_with_ends_exact(tokenizer, ids)
+    monkeypatch.setattr(hf_vlm, "decode_with_ends_exact", refuse)
+    assert len(ids) > hf_vlm.DECODE_WINDOW and hf_vlm.decode_with_ends(tokenizer, ids) == expected
