@@ -342,17 +342,18 @@ def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
     """The text of `ids` (special tokens skipped) and where each token ends in it.
 
     Each token's piece is what decoding it adds to the DECODE_WINDOW tokens before it: one batched decode
-    of 2T short windows instead of T prefixes (quadratic in T), by the Rust tokenizer where there is one; the
-    full text is the Python tokenizer's own decode. The window gives SentencePiece spacing and
-    word-piece joins their context. Where the pieces do not add up to the full text (a UTF-8 character
-    split over byte-level tokens, a decoder that strips a window's leading space) the exact prefix method
+    of 2T short windows instead of T prefixes (quadratic in T), by the Rust tokenizer where there is one
+    (the full text comes from the tokenizer's own `batch_decode`, all a tokenizer needs to have). The
+    window gives SentencePiece spacing and word-piece joins their context. Where the pieces do not add up
+    to the full text (a UTF-8 character split over byte-level tokens, a decoder that strips a window's
+    leading space) the exact prefix method
     (`decode_with_ends_exact`) decides.
     """
     if not ids:
         return "", []
     starts = [max(0, j - DECODE_WINDOW) for j in range(len(ids))]
     windows = [ids[s : j + 1] for j, s in enumerate(starts)] + [ids[s:j] for j, s in enumerate(starts)]
-    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    text = tokenizer.batch_decode([ids], skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
     backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust tokenizer: 4x faster on short windows
     if backend is not None:
         decoded = backend.decode_batch(windows, skip_special_tokens=True)
