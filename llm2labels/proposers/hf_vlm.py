@@ -346,8 +346,7 @@ def decode_with_ends(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
     (the full text comes from the tokenizer's own `batch_decode`, all a tokenizer needs to have). The
     window gives SentencePiece spacing and word-piece joins their context. Where the pieces do not add up
     to the full text (a UTF-8 character split over byte-level tokens, a decoder that strips a window's
-    leading space) the exact prefix method
-    (`decode_with_ends_exact`) decides.
+    leading space) the exact prefix method (`decode_with_ends_exact`) decides.
     """
     if not ids:
         return "", []

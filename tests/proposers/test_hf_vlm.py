@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from llm2labels.errors import ConfigError
-from llm2labels.proposers.base import CropRequest, Generation
 from llm2labels.proposers import hf_vlm
+from llm2labels.proposers.base import CropRequest, Generation
 from llm2labels.proposers.hf_vlm import HFVLMProposer
 from llm2labels.proposers.tiny import FAMILIES, build_tiny
 
