@@ -137,12 +137,12 @@ def test_wandb_offline_logs_config_summary_and_label_table(make_cfg, tmp_path):
         assert key in log
 
 
-def test_tiny_vlm_run_is_reproducible_whatever_the_batching(make_cfg, tmp_path):
+def test_tiny_vlm_run_is_reproducible_whatever_the_batching_and_loader_workers(make_cfg, tmp_path):
     common = ["proposer=tiny_instructblip", "proposer.max_new_tokens=16", "dataset.limit=3", "grid=sgc"]
     a = run(make_cfg(*common, "loader.batch_size=1", "proposer.batch_size=1", "cache.dir=" + str(tmp_path / "c1"),
                      out="a"))
-    b = run(make_cfg(*common, "loader.batch_size=3", "proposer.batch_size=8", "cache.dir=" + str(tmp_path / "c2"),
-                     out="b"))
+    b = run(make_cfg(*common, "loader.batch_size=3", "proposer.batch_size=8", "loader.num_workers=2",
+                     "cache.dir=" + str(tmp_path / "c2"), out="b"))  # images decoded and gridded in 2 workers
     assert a["generations"] == b["generations"] == 3 * 5
     texts = [{json.loads(line)["key"]: json.loads(line)["text"] for f in sorted((tmp_path / c).glob("*/samples-*"))
               for line in f.read_text().splitlines()} for c in ("c1", "c2")]
