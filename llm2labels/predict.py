@@ -30,6 +30,8 @@ class ProposalDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         work = self.items[i]
+        if not work.crops:  # the placeholder of a rank with no share (see ProposalData): nothing to load
+            return {"work": work, "error": None, "crops": []}
         try:
             image = load_rgb(work.path, max_pixels=self.max_pixels)
         except ImageError as err:
@@ -91,6 +93,8 @@ class StoreWriterCallback(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not prediction:
+            return
         if self._writer is None:
             self._writer = self.store.writer(tag=f"r{trainer.global_rank}")
         self._writer.write(prediction)
@@ -102,14 +106,19 @@ class StoreWriterCallback(BasePredictionWriter):
 
 
 class ProposalData(L.LightningDataModule):
-    """Shards the pending images over ranks itself (round robin), so no image is padded in twice."""
+    """Shards rank 0's pending images over all ranks of all nodes (round robin), so no image is padded in twice."""
 
     def __init__(self, items: list[ImageWork], batch_size: int, num_workers: int, max_pixels: int) -> None:
         super().__init__()
         self.items, self.batch_size, self.num_workers, self.max_pixels = items, batch_size, num_workers, max_pixels
 
     def predict_dataloader(self) -> DataLoader:
+        # Rank 0's plan is the plan: every rank planned from the store as it read it, and a rank that read it at
+        # another moment (another job writing to it, a node started later) would shard a different list.
+        items = self.trainer.strategy.broadcast(self.items, src=0)
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        shard = ProposalDataset(self.items[rank::world], self.max_pixels)
+        # Fewer images than ranks (a resumed run's last few): Lightning refuses an empty loader, and a rank that
+        # skipped the loop would miss the barrier in StoreWriterCallback, so an idle rank gets one no-op item.
+        shard = ProposalDataset(items[rank::world] or [ImageWork("", "", "")], self.max_pixels)
         return DataLoader(shard, batch_size=self.batch_size, num_workers=self.num_workers,
                           collate_fn=_collate, persistent_workers=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,3 +104,86 @@ def test_tiny_model_samples_are_the_same_in_every_process():
     outs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
                            timeout=300).stdout.strip().splitlines()[-1] for _ in range(2)]
     assert outs[0] == outs[1] and outs[0].startswith("[[")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tmp_path: Path, jobs: dict[str, tuple[list[str], dict[str, str]]]) -> None:
+    """Start `run.py` once per job at the same time (args, env) and assert that every one exits 0."""
+    base = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    procs = []
+    for name, (args, env) in jobs.items():
+        log = open(tmp_path / f"{name}.log", "w")  # a file, not a pipe: a full pipe would stall one rank
+        procs.append((name, log, subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={tmp_path / name}"],
+            env={**base, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
+    try:
+        for name, log, proc in procs:
+            rc = proc.wait(timeout=300)
+            log.close()
+            assert rc == 0, f"{name}: " + (tmp_path / f"{name}.log").read_text()[-3000:]
+    finally:  # a failed rank leaves the others waiting at a barrier
+        for _, log, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def _two_nodes(cache: Path) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Args and per-node env of a 2-node x 1-process job started by hand, as a cluster launcher would."""
+    args = ["trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp"]
+    # LightningEnvironment reads MASTER_ADDR, MASTER_PORT and NODE_RANK (world size = num_nodes x devices);
+    # WORLD_SIZE is what torchrun-style launchers export beside them.
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "LLM2LABELS_CACHE": str(cache)}
+    return args, {**env, "NODE_RANK": "0"}, {**env, "NODE_RANK": "1"}
+
+
+NODE_ARGS = [*TINY, "loader.batch_size=1", "report=false", "trainer.enable_progress_bar=false"]
+
+
+def test_two_nodes_launched_by_hand_split_the_work_and_match_one_process(tmp_path):
+    cache, single_cache = tmp_path / "cache", tmp_path / "single-cache"
+    args, env0, env1 = _two_nodes(cache)
+    own = [*NODE_ARGS, "dataset.limit=4"]
+    _launch(tmp_path, {"node0": ([*own, *args], env0), "node1": ([*own, *args], env1),
+                       "single": (own, {"LLM2LABELS_CACHE": str(single_cache)})})
+
+    records, single = _store_lines(cache), {r["key"]: r for r in _store_lines(single_cache)}
+    assert len(single) == 4 * 8 and sorted(r["key"] for r in records) == sorted(single)  # each once, none missing
+    r0, r1 = _keys_of(cache, "r0"), _keys_of(cache, "r1")
+    assert len(r0) == len(r1) == 16 and not r0 & r1  # global ranks 0 and 1 did 2 images each
+    assert all(r["token_ids"] == single[r["key"]]["token_ids"] for r in records)  # the same seeded samples
+    assert read_json(tmp_path / "node0" / "summary.json")["generations"] == 32
+    assert not (tmp_path / "node1" / "labels.csv").exists()  # rank 1 only generates
+    for out in ("labels.csv", "images.jsonl"):
+        assert (tmp_path / "node0" / out).read_text() == (tmp_path / "single" / out).read_text(), out
+
+
+def test_ranks_follow_rank_zero_plan_when_their_view_of_the_work_differs(tmp_path):
+    """A node whose plan differs from rank 0's (here it lists fewer images; in practice it read a store that
+    another job was writing to at another moment) still takes its share of rank 0's plan: nothing is missed."""
+    cache = tmp_path / "cache"
+    args, env0, env1 = _two_nodes(cache)
+    _launch(tmp_path, {"node0": ([*NODE_ARGS, "dataset.limit=4", *args], env0),
+                       "node1": ([*NODE_ARGS, "dataset.limit=2", *args], env1)})
+    summary = read_json(tmp_path / "node0" / "summary.json")
+    assert summary["skipped"] == [] and summary["images"] == 4 and summary["generations"] == 32
+    keys = [r["key"] for r in _store_lines(cache)]
+    assert len(keys) == len(set(keys)) == 32 and len(_keys_of(cache, "r1")) == 16
+
+
+def test_ranks_without_a_share_of_the_images_finish_too(tmp_path):
+    """One pending image on two ranks (a resumed run's last few images on many GPUs): rank 1 idles, no error."""
+    cache = tmp_path / "cache"
+    args, env0, env1 = _two_nodes(cache)
+    _launch(tmp_path, {"node0": ([*NODE_ARGS, "dataset.limit=1", *args], env0),
+                       "node1": ([*NODE_ARGS, "dataset.limit=1", *args], env1)})
+    summary = read_json(tmp_path / "node0" / "summary.json")
+    assert (summary["images"], summary["generations"], summary["skipped"]) == (1, 8, [])
+    assert len(_keys_of(cache, "r0")) == 8 and not list(cache.glob("*/samples-r1-*"))  # rank 1 wrote nothing
