@@ -4,11 +4,14 @@ The store holds records in predict.py's exact format (text = a Python-list strin
 Zipf-like vocabulary of ~3,000 class-list strings led by the ADE-150 names; one pseudo-token per label, so
 token_ends/logprobs match the text). It is written once, untimed, and reused (under --store-dir, default a
 folder in the temp dir). Timed, in a fresh subprocess so its peak RSS (VmHWM) is this run's alone:
-`store.refresh()`, `app.score_all` over every image (store.get, parse, token aggregator, per-image max
-pooling, percentile filter, images.jsonl), streaming `DatasetRanker` rank, `evaluate_ranked` on ade20k_150.
+`store.refresh()`, `app.score_all` over every image (store reads, parse, token aggregator, per-image max
+pooling, percentile filter, images.jsonl) in `--workers` processes (default: the app's, one per CPU up to
+8), streaming `DatasetRanker` rank, `evaluate_ranked` on ade20k_150. The profile runs in one process (cProfile
+sees only its own), so its buckets show where a worker's time goes.
 Target: all 25,000 images in under 10 s on the 2-core dev machine.
 
-`python -m benchmarks.postprocess_bench [--images 25000] [--store-dir DIR] [--profile-images 2500]`
+`python -m benchmarks.postprocess_bench [--images 25000] [--store-dir DIR] [--profile-images 2500]
+[--workers N]`
 """
 
 from __future__ import annotations
@@ -135,17 +138,18 @@ def rss_mb(field: str = "VmRSS") -> float:
     return float("nan")
 
 
-# cProfile buckets: name -> (file suffix, function); cumulative seconds.
+# cProfile buckets: name -> (file suffix, function); cumulative seconds. score_image inlines the one-token
+# case of token_indices and of the token aggregator, so those two count only labels of several tokens.
 BUCKETS = {
     "store_refresh": ("llm2labels/store.py", "refresh"),
-    "store_get": ("llm2labels/store.py", "get"),
-    "json_loads": ("json/__init__.py", "loads"),
+    "store_get": ("llm2labels/store.py", "read_sample"),  # seek, readline, decode text/token_ends/logprobs
+    "json_loads": ("json/__init__.py", "loads"),  # whole records: only store.get and read_sample's fallback
     "score_image": ("llm2labels/postprocess.py", "score_image"),
-    "parse_labels": ("llm2labels/parsing.py", "parse_labels"),
+    "parse_labels": ("llm2labels/postprocess.py", "label_spans"),  # parse_labels' clean-list fast path
     "normalize_label_misses": ("llm2labels/normalize.py", "normalize_label"),
     "token_indices": ("llm2labels/parsing.py", "token_indices"),
     "token_aggregator": ("llm2labels/scoring/aggregate.py", "__call__"),
-    "pool_image": ("llm2labels/scoring/aggregate.py", "pool_image"),
+    "pool_image": ("llm2labels/scoring/aggregate.py", "pool_grouped"),
     "percentile_filter": ("llm2labels/scoring/filters.py", "__call__"),
     "ranker_add_image": ("llm2labels/scoring/rank.py", "add_image"),
     "ranker_rank": ("llm2labels/scoring/rank.py", "rank"),
@@ -153,12 +157,14 @@ BUCKETS = {
 }
 
 
-def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path) -> dict[str, Any]:
-    """refresh + app.score_all over the first `limit` images + rank + evaluate; seconds per phase."""
+def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path, workers: int = 0
+                ) -> dict[str, Any]:
+    """refresh + app.score_all over the first `limit` images (`workers` processes, 0: the app's default)
+    + rank + evaluate; seconds per phase."""
     from llm2labels import app
     from llm2labels.data.folder import ImageEntry
     from llm2labels.evaluation.vocabulary import evaluate_ranked
-    from llm2labels.postprocess import rank_images
+    from llm2labels.postprocess import default_workers, rank_images
     from llm2labels.scoring.aggregate import TokenAggregator
     from llm2labels.scoring.filters import PercentileFilter
     from llm2labels.scoring.rank import occ_prob
@@ -169,11 +175,13 @@ def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path) -> di
     uids = [image_uid(i, fp["seed"]) for i in range(limit)]
     entries = [ImageEntry(Path(image_path(i)), image_path(i)) for i in range(limit)]
     crops, skipped = [Crop(CROP.key, CROP.box, fp["samples"])], []
+    workers = workers or default_workers()
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = SampleStore(root, fp)
     store.refresh()
     t1 = time.perf_counter()
-    scored = app.score_all(entries, uids, crops, store, parts, "max", out_dir / "images.jsonl", skipped)
+    scored = app.score_all(entries, uids, crops, store, parts, "max", out_dir / "images.jsonl", skipped,
+                           workers)
     ranker = rank_images(scored)
     ranked = ranker.rank(parts.scorer)
     t2 = time.perf_counter()
@@ -181,6 +189,7 @@ def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path) -> di
     t3, cpu3 = time.perf_counter(), time.process_time()
     store.close()
     return {"images_scored": ranker.n_images, "skipped": len(skipped), "index_keys": len(store),
+            "workers": workers,
             "ranked_labels": len(ranked), "seconds": round(t3 - t0, 3), "cpu_seconds": round(cpu3 - cpu0, 3),
             "phases_s": {"refresh": round(t1 - t0, 3), "score_and_rank": round(t2 - t1, 3),
                          "evaluate": round(t3 - t2, 3)},
@@ -200,7 +209,7 @@ def profiled(root: Path, fp: dict[str, Any], limit: int, out_dir: Path) -> dict[
     import pstats
 
     profiler = cProfile.Profile()
-    result = profiler.runcall(postprocess, root, fp, limit, out_dir)
+    result = profiler.runcall(postprocess, root, fp, limit, out_dir, 1)
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     buckets = {k: round(v, 3) for k, v in cumulative_seconds(stats, BUCKETS).items()}
     top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:12]
@@ -218,18 +227,23 @@ def child_main(args: argparse.Namespace) -> None:
         if args.profile_images:
             result = profiled(args.store_dir, fp, min(args.profile_images, args.images), Path(out))
         else:
-            result = postprocess(args.store_dir, fp, args.images, Path(out))
+            result = postprocess(args.store_dir, fp, args.images, Path(out), args.workers)
     # VmHWM is this program's own peak: ru_maxrss keeps the parent's RSS at fork across exec on Linux.
     ru_maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # the largest worker process (0 without workers); it counts the pages it shares with this one
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_mb = children.ru_maxrss / 1024
     print(json.dumps({**result, "rss_start_mb": rss_start, "rss_after_imports_mb": rss_imports,
-                      "peak_rss_mb": rss_mb("VmHWM"), "ru_maxrss_mb": round(ru_maxrss_mb, 1)}))
+                      "peak_rss_mb": rss_mb("VmHWM"), "ru_maxrss_mb": round(ru_maxrss_mb, 1),
+                      "worker_peak_rss_mb": round(workers_mb, 1),
+                      "worker_cpu_seconds": round(children.ru_utime + children.ru_stime, 3)}))
 
 
-def run_child(store_dir: Path, images: int, samples: int, labels: int, seed: int, profile_images: int = 0
-              ) -> dict[str, Any]:
+def run_child(store_dir: Path, images: int, samples: int, labels: int, seed: int, profile_images: int = 0,
+              workers: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.postprocess_bench", "--child", "--store-dir", str(store_dir),
            "--images", str(images), "--samples", str(samples), "--labels", str(labels), "--seed", str(seed),
-           "--profile-images", str(profile_images)]
+           "--profile-images", str(profile_images), "--workers", str(workers)]
     done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"post-processing child failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -237,11 +251,14 @@ def run_child(store_dir: Path, images: int, samples: int, labels: int, seed: int
 
 
 def measure(images: int = TARGET_IMAGES, samples: int = 8, labels: int = 15, seed: int = 0,
-            store_dir: Path | None = None, profile_images: int = 2500) -> dict[str, Any]:
-    """Write (or reuse) the store, time the post-processing in a subprocess, optionally profile a subset."""
+            store_dir: Path | None = None, profile_images: int = 2500, workers: int = 0) -> dict[str, Any]:
+    """Write (or reuse) the store, time the post-processing in a subprocess, optionally profile a subset.
+
+    `workers`: scoring processes (0: the app's default); peak RSS is the main process's (VmHWM), and each
+    forked worker's is about the same (they share the imports, and stream their images like it does)."""
     root = Path(store_dir) if store_dir else Path(tempfile.gettempdir()) / "llm2labels-bench-store"
     store, write_s = write_store(root, images, samples, labels, seed)
-    run = run_child(root, images, samples, labels, seed)
+    run = run_child(root, images, samples, labels, seed, workers=workers)
     size = sum(f.stat().st_size for f in store.dir.glob("samples-*.jsonl"))
     per_s = run["images_scored"] / run["seconds"]
     target_s = TARGET_SECONDS * images / TARGET_IMAGES
@@ -263,13 +280,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store-dir", type=Path, default=None, help="where the synthetic store is cached")
     ap.add_argument("--profile-images", type=int, default=2500, help="also profile this many images (0: no)")
+    ap.add_argument("--workers", type=int, default=0, help="scoring processes (0: the app's default)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child_main(args)
     else:
         print(json.dumps(measure(args.images, args.samples, args.labels, args.seed, args.store_dir,
-                                 args.profile_images), indent=1))
+                                 args.profile_images, args.workers), indent=1))
 
 
 if __name__ == "__main__":

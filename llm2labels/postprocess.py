@@ -3,24 +3,43 @@
 Per image: parse every sample into labels with token spans, score each occurrence from its own tokens
 (the token aggregator), pool the occurrences over the image's samples and crops, and filter. Then pool the
 surviving labels over the dataset with a streaming ranker, one image at a time, so memory stays flat.
+`score_stored` does the per-image part for a whole store, in this process or in forked worker processes
+that each take a run of consecutive images and hand back their images.jsonl lines and results in order.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import gc
+import json
+import math
+import multiprocessing
+import os
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm2labels.errors import ConfigError
 from llm2labels.normalize import normalize_label
-from llm2labels.parsing import parse_labels, token_indices
-from llm2labels.scoring.aggregate import pool_image
+from llm2labels.parsing import _CLEAN_ITEMS, _CLEAN_LIST, MAX_WORDS, parse_labels, token_indices
+from llm2labels.scoring.aggregate import TokenAggregator, check_probability, pool_grouped
 from llm2labels.scoring.rank import DatasetRanker
+from llm2labels.store import StoreReader
+
+#: One image to score from the store: (uid, path, where each of its samples is, in sample order).
+StoredImage = tuple[str, str, list[tuple[int, int]]]
+CHUNK = 200  # images per worker task: large enough to amortise the pickling, small enough to stream
 
 
 @dataclass
 class ImageResult:
-    """One image after filtering: every label's (image score, sample count), and the labels that survived."""
+    """One image after filtering: every label's (image score, sample count), the labels that survived, and
+    the raw strings that produced each surviving label (one per occurrence, in sample order).
+
+    `score_stored` writes `labels` to images.jsonl and hands the result on without it (empty): the ranker
+    does not read it, and it is most of what a worker process would otherwise send back.
+    """
 
     uid: str
     path: str
@@ -29,9 +48,30 @@ class ImageResult:
     surface: dict[str, list[str]] = field(default_factory=dict)
 
 
+def label_spans(text: str) -> list[tuple[str, int, int]]:
+    """`parse_labels(text)` as (label, start, end) tuples.
+
+    A clean quoted list (what the prompt asks for) is read here with parse_labels' own fast-path regexes,
+    skipping its Span objects, which cost more than the parsing on a store of millions of labels; anything
+    else goes through parse_labels. tests/test_postprocess.py checks the two agree.
+    """
+    if _CLEAN_LIST.fullmatch(text):
+        spans = []
+        for m in _CLEAN_ITEMS.finditer(text):
+            group = 1 if m[1] else 2
+            label = m[group]
+            if label.count(" ") < MAX_WORDS:  # items have single inner spaces: words = spaces + 1
+                spans.append((label, m.start(group), m.end(group)))
+        return spans
+    return [(s.text, s.start, s.end) for s in parse_labels(text)]
+
+
 def sample_occurrences(record: Mapping[str, Any], aggregate: Callable[[list[float]], float]
                        ) -> Iterator[tuple[str, str, float]]:
-    """(normalised label, surface form, label probability) for every label occurrence in one sample."""
+    """(normalised label, surface form, label probability) for every label occurrence in one sample.
+
+    The plain reading of the method; `score_image` does the same inline (tested against this).
+    """
     text, ends, logprobs = record["text"], record["token_ends"], record["logprobs"]
     for span in parse_labels(text):
         label = normalize_label(span.text)
@@ -42,17 +82,50 @@ def sample_occurrences(record: Mapping[str, Any], aggregate: Callable[[list[floa
 
 def score_image(uid: str, path: str, samples: Iterable[Mapping[str, Any]],
                 aggregate: Callable[[list[float]], float], pool: str,
-                image_filter: Callable[[dict[str, float]], dict[str, float]]) -> ImageResult:
-    """Pool one image's samples (each sample gets its own id) and apply the per-image filter."""
-    occurrences: list[tuple[str, int, float]] = []
-    surface: dict[str, list[str]] = defaultdict(list)
+                image_filter: Callable[[dict[str, float]], dict[str, float]],
+                normalized: dict[str, str] | None = None) -> ImageResult:
+    """Pool one image's samples (each sample gets its own id) and apply the per-image filter.
+
+    The result of `pool_image` over every sample's `sample_occurrences`, in one loop: this runs for every
+    label of every sample of the dataset. `normalized` optionally caches normalize_label across images.
+    """
+    normalized = {} if normalized is None else normalized
+    # A TokenAggregator gives every single-token label exp(log p) for a finite log p <= 0, whatever its `how`.
+    exact_single, exp, inf = type(aggregate) is TokenAggregator, math.exp, math.inf
+    # label -> [probabilities, surface forms, distinct samples, last sample]: samples come one at a time,
+    # so a label's sample count grows when it turns up in a sample other than the last one it was in
+    acc: dict[str, list[Any]] = {}
     for sample_id, record in enumerate(samples):
-        for label, form, p in sample_occurrences(record, aggregate):
-            occurrences.append((label, sample_id, p))
-            surface[label].append(form)
-    labels = pool_image(occurrences, pool=pool)
+        text, ends, logprobs = record["text"], record["token_ends"], record["logprobs"]
+        n_tokens = len(ends)
+        for form, start, end in label_spans(text):
+            label = normalized.get(form)
+            if label is None:
+                label = normalized[form] = normalize_label(form)
+            if not label:
+                continue
+            first = bisect_right(ends, start)  # token_indices, inlined for the usual one-token label:
+            # the span ends inside token `first`, which ends after `start`, so has width
+            if bisect_left(ends, end) == first < n_tokens and end > start:
+                lp = logprobs[first]
+                p = exp(lp) if exact_single and -inf < lp <= 0.0 else aggregate([lp])
+            else:
+                p = aggregate([logprobs[t] for t in token_indices(ends, start, end)])
+            if not 0.0 <= p <= 1.0:
+                p = check_probability(label, p)
+            a = acc.get(label)
+            if a is None:
+                acc[label] = [[p], [form], 1, sample_id]
+                continue
+            a[0].append(p)
+            a[1].append(form)
+            if a[3] != sample_id:
+                a[2] += 1
+                a[3] = sample_id
+    probs, counts = {label: a[0] for label, a in acc.items()}, {label: a[2] for label, a in acc.items()}
+    labels = pool_grouped(probs, counts, pool)
     kept = image_filter({label: score for label, (score, _) in labels.items()})
-    return ImageResult(uid, path, labels, kept, dict(surface))
+    return ImageResult(uid, path, labels, kept, {label: acc[label][1] for label in kept if label in acc})
 
 
 def rank_images(results: Iterable[ImageResult], ranker: DatasetRanker | None = None) -> DatasetRanker:
@@ -61,3 +134,86 @@ def rank_images(results: Iterable[ImageResult], ranker: DatasetRanker | None = N
     for r in results:
         ranker.add_image(r.kept, {label: r.surface.get(label, []) for label in r.kept})
     return ranker
+
+
+@dataclass
+class Scoring:
+    """The per-image settings, handed once to each worker process."""
+
+    aggregate: Callable[[list[float]], float]
+    pool: str
+    image_filter: Callable[[dict[str, float]], dict[str, float]]
+
+
+def image_line(result: ImageResult) -> str:
+    """One images.jsonl line: the image, its kept labels and every label's [image score, sample count]."""
+    return json.dumps({"path": result.path, "uid": result.uid, "kept": result.kept, "labels": result.labels})
+
+
+def score_chunk(images: Sequence[StoredImage], reader: StoreReader, scoring: Scoring,
+                normalized: dict[str, str]) -> tuple[str, list[ImageResult]]:
+    """Score consecutive images: their images.jsonl lines (one string) and results without `labels`."""
+    results = [score_image(uid, path, [reader.read_sample(loc) for loc in locs], scoring.aggregate,
+                           scoring.pool, scoring.image_filter, normalized) for uid, path, locs in images]
+    if len(normalized) > 1 << 18:  # bounded like normalize_label's own cache
+        normalized.clear()
+    lines = "".join(image_line(r) + "\n" for r in results)
+    for r in results:
+        r.labels = {}
+    return lines, results
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's reader, settings and normalisation cache
+
+
+def _init_worker(reader: StoreReader, scoring: Scoring) -> None:
+    _WORKER.update(reader=reader, scoring=scoring, normalized={})
+
+
+def _worker_chunk(images: list[StoredImage]) -> tuple[str, list[ImageResult]]:
+    return score_chunk(images, _WORKER["reader"], _WORKER["scoring"], _WORKER["normalized"])
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use, at most 8 (the main process ranks every image alone)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def resolve_workers(value: object) -> int:
+    """The `postprocess.workers` setting as a process count: null means `default_workers()`."""
+    if value is None:
+        return default_workers()
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"postprocess.workers must be a whole number >= 1, or null for one per CPU; "
+                          f"got {value!r}")
+    return value
+
+
+def score_stored(images: Sequence[StoredImage], reader: StoreReader, scoring: Scoring, workers: int = 1,
+                 chunk: int | None = None) -> Iterator[tuple[str, list[ImageResult]]]:
+    """Score stored images in chunks of `chunk` (default CHUNK), in order: (images.jsonl lines, results).
+
+    With `workers` > 1 (and more than one chunk) forked processes score the chunks and this one yields them
+    in order, so the output is the same as with one. Fork, not spawn: a worker needs the parent's imports
+    (seconds of them) and nothing of its threads; where fork is missing the scoring stays in this process.
+    """
+    chunk = chunk or CHUNK
+    chunks = [images[i : i + chunk] for i in range(0, len(images), chunk)]
+    workers = min(workers, len(chunks))
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        normalized: dict[str, str] = {}
+        for part in chunks:
+            yield score_chunk(part, reader, scoring, normalized)
+        return
+    context = multiprocessing.get_context("fork")
+    executor = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(reader, scoring))
+    try:
+        gc.freeze()  # the forked workers' collector (and copy-on-write) leaves this process's objects alone
+        try:
+            parts = executor.map(_worker_chunk, chunks)  # forks the workers, queues every chunk
+        finally:
+            gc.unfreeze()
+        yield from parts  # a worker that dies (killed, out of memory) raises BrokenProcessPool here
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early

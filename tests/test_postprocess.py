@@ -1,10 +1,23 @@
+import json
 import math
+import os
+import pickle
+import random
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
-from llm2labels.postprocess import rank_images, sample_occurrences, score_image
+from llm2labels import app, postprocess
+from llm2labels.data.folder import ImageEntry
+from llm2labels.errors import ConfigError
+from llm2labels.grid import Crop
+from llm2labels.parsing import parse_labels
+from llm2labels.postprocess import label_spans, rank_images, sample_occurrences, score_image
 from llm2labels.proposers.base import token_ends_from_pieces
-from llm2labels.scoring import NoFilter, PercentileFilter, TokenAggregator, occ_prob
+from llm2labels.scoring import NoFilter, PercentileFilter, TokenAggregator, occ_prob, pool_image
+from llm2labels.store import SampleStore, sample_key, skip_key
 
 
 def _record(pieces: list[str], probs: list[float]) -> dict:
@@ -43,3 +56,170 @@ def test_dataset_ranking_from_two_images():
     ranked = rank_images([a, b]).rank(occ_prob)
     # sky: occ 2/2, prob mean(0.6, 0.8) = 0.7 -> 0.7; tree: occ 1/2, prob 0.4 -> 0.2
     assert [(r.label, r.score) for r in ranked] == [("sky", pytest.approx(0.7)), ("tree", pytest.approx(0.2))]
+
+
+# --- the fast paths against the plain reading, and worker processes against one process ---------------------
+
+WORDS = ["sky", "Trees", "palm tree", "t-shirt", "people's hats", "Cars", "glasses", "a b c d e f g",
+         "ü-bahn", "one two three four five six", "traffic_light", "1. dog", "", "bus", "(window)"]
+
+
+def _random_record(rng: random.Random, uid: str = "u", k: int = 0) -> dict:
+    """A sample of 1-12 labels, each split into 1-3 token pieces; now and then an odd text or log-prob."""
+    words = rng.sample(WORDS, rng.randint(1, 12))
+    quote = rng.choice(["'", '"'])
+    pieces = ["["]
+    for j, w in enumerate(words):
+        head = ("" if j == 0 else ", ") + quote
+        cuts = sorted(rng.sample(range(1, len(w)), min(rng.randint(0, 2), max(len(w) - 1, 0)))) if w else []
+        parts = [w[a:b] for a, b in zip([0, *cuts], [*cuts, len(w)])]
+        pieces += [head + parts[0], *parts[1:], quote]
+    pieces.append("]")
+    if rng.random() < 0.1:
+        pieces = ["Sure! ", *pieces, "\n1. extra"]  # not a clean list: the general parser
+    if rng.random() < 0.1:
+        pieces.insert(rng.randrange(len(pieces)), "")  # a zero-width token
+    text, ends = token_ends_from_pieces(pieces)
+    odd = [math.nan, math.inf, -math.inf, 1e-9, 0.0]
+    lps = [rng.choice(odd) if rng.random() < 0.05 else -rng.expovariate(2.0) for _ in ends]
+    return {"key": sample_key(uid, "full", k), "text": text, "token_ends": ends, "logprobs": lps}
+
+
+def _reference(samples: list[dict], aggregate, pool: str, image_filter) -> tuple[dict, dict, dict]:
+    """pool_image over every sample's sample_occurrences, then the filter: the method read plainly."""
+    occ, surface = [], {}
+    for sample_id, record in enumerate(samples):
+        for label, form, p in sample_occurrences(record, aggregate):
+            occ.append((label, sample_id, p))
+            surface.setdefault(label, []).append(form)
+    labels = pool_image(occ, pool=pool)
+    kept = image_filter({label: s for label, (s, _) in labels.items()})
+    return labels, kept, {label: surface[label] for label in kept}
+
+
+def test_label_spans_agree_with_parse_labels() -> None:
+    rng = random.Random(0)
+    texts = [_random_record(rng)["text"] for _ in range(300)]
+    texts += ["['a b c d e f', 'a b c d e f g']", '["x", \'y\']', "[]", "['sky',]", "sky, tree", "['sky'"]
+    for text in texts:
+        assert label_spans(text) == [(s.text, s.start, s.end) for s in parse_labels(text)], text
+
+
+@pytest.mark.parametrize("how", ["product", "avg", "min", "max"])
+@pytest.mark.parametrize("pool", ["max", "avg", "product"])
+def test_score_image_equals_the_plain_reading(how: str, pool: str) -> None:
+    rng = random.Random(f"{how}{pool}")
+    cache: dict[str, str] = {}
+    for aggregate in (TokenAggregator(how), lambda lps: TokenAggregator(how)(lps) ** 2):  # any callable
+        for image_filter in (PercentileFilter(68), NoFilter()):
+            for _ in range(40):
+                samples = [_random_record(rng, k=k) for k in range(rng.randint(1, 4))]
+                got = score_image("u", "a.jpg", samples, aggregate, pool, image_filter, cache)
+                labels, kept, surface = _reference(samples, aggregate, pool, image_filter)
+                assert got.labels == labels and got.kept == kept and got.surface == surface  # bit for bit
+
+
+def _store_with_images(root: Path, n: int) -> tuple[SampleStore, list[ImageEntry], list[str]]:
+    """n images x 3 samples; image 3 is an unreadable file (skip record), image 5 lacks its last sample."""
+    rng = random.Random(1)
+    store = SampleStore(root, {"model": "test"})
+    uids = [f"img{i:04d}" for i in range(n)]
+    records = [_random_record(rng, uid, k) for uid in uids for k in range(3)]
+    records = [r for r in records if r["key"] != sample_key(uids[5], "full", 2)]
+    records.append({"key": skip_key(uids[3]), "reason": "not an image"})
+    rng.shuffle(records)  # where a record sits in the store must not matter
+    for part in (records[: len(records) // 2], records[len(records) // 2 :]):  # two writers, two files
+        w = store.writer()
+        w.write(part)
+        w.close()
+    store.refresh()
+    return store, [ImageEntry(Path(f"{u}.jpg"), f"{u}.jpg") for u in uids], uids
+
+
+def test_workers_give_the_same_images_jsonl_ranking_and_skips_as_one_process(tmp_path: Path) -> None:
+    store, entries, uids = _store_with_images(tmp_path / "cache", 90)
+    parts = app.Parts(dataset=None, proposer=None, grid=None,  # type: ignore[arg-type]
+                      filter=PercentileFilter(68), aggregator=TokenAggregator("product"), scorer=occ_prob,
+                      grouper=None, tracker=None)
+    crops = [Crop("full", (0.0, 0.0, 1.0, 1.0), 3)]
+    runs = {}
+    for workers in (1, 2, 3):
+        out, skipped = tmp_path / f"w{workers}.jsonl", []
+        with patch.object(postprocess, "CHUNK", 7):  # 84 usable images: 12 chunks, shared out unevenly
+            results = list(app.score_all(entries, uids, crops, store, parts, "max", out, skipped, workers))
+        runs[workers] = (out.read_bytes(), skipped, rank_images(results).rank(occ_prob), results)
+    serial_jsonl, serial_skipped, serial_ranked, serial_results = runs[1]
+    missing = "samples missing (generation did not finish)"
+    assert serial_skipped == [{"path": "img0003.jpg", "reason": "not an image"},
+                              {"path": "img0005.jpg", "reason": missing}]
+    lines = [json.loads(x) for x in serial_jsonl.decode().splitlines()]
+    assert [x["uid"] for x in lines] == [u for u in uids if u not in ("img0003", "img0005")]
+    # one image by hand: its three stored samples through the plain reading
+    first = [store.get(sample_key("img0000", "full", k)) for k in range(3)]
+    labels, kept, _ = _reference(first, TokenAggregator("product"), "max", PercentileFilter(68))
+    assert lines[0]["kept"] == kept and lines[0]["labels"] == {k: list(v) for k, v in labels.items()}
+    for workers in (2, 3):
+        jsonl, skipped, ranked, results = runs[workers]
+        assert jsonl == serial_jsonl and skipped == serial_skipped
+        assert ranked == serial_ranked  # bit for bit: the main process ranks the images in dataset order
+        assert results == serial_results
+
+
+def test_store_reader_survives_pickling(tmp_path: Path) -> None:
+    store, _, uids = _store_with_images(tmp_path, 8)
+    reader = pickle.loads(pickle.dumps(store.reader()))
+    loc = store.locate(sample_key(uids[0], "full", 1))
+    assert reader.read(loc) == store.get(sample_key(uids[0], "full", 1))
+    assert store.locate("nope") is None
+    reader.close()
+
+
+class _PidFilter:
+    """Keeps everything and adds a label naming the process that scored the image."""
+
+    def __call__(self, scores: dict[str, float]) -> dict[str, float]:
+        return {**scores, f"pid {os.getpid()}": 1.0}
+
+
+def test_chunks_are_scored_in_worker_processes_and_come_back_in_order(tmp_path: Path) -> None:
+    store, _, uids = _store_with_images(tmp_path, 40)
+    images = [(u, u, [store.locate(sample_key(u, "full", k)) for k in range(3)]) for u in uids
+              if u not in ("img0003", "img0005")]
+    scoring = postprocess.Scoring(TokenAggregator("product"), "max", _PidFilter())
+    chunks = list(postprocess.score_stored(images, store.reader(), scoring, workers=2, chunk=3))
+    results = [r for _, part in chunks for r in part]
+    assert [len(part) for _, part in chunks] == [3] * 12 + [2]
+    assert [r.uid for r in results] == [u for u, *_ in images]
+    pids = {label for r in results for label in r.kept if label.startswith("pid ")}
+    assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
+    serial = list(postprocess.score_stored(images, store.reader(), scoring, workers=1, chunk=3))
+    assert {label for _, part in serial for r in part for label in r.kept if label.startswith("pid ")} == {
+        f"pid {os.getpid()}"}
+
+
+def test_workers_setting() -> None:
+    assert postprocess.resolve_workers(None) == postprocess.default_workers() >= 1
+    assert postprocess.resolve_workers(3) == 3
+    for bad in (0, -1, 2.5, "2", True):
+        with pytest.raises(ConfigError, match="postprocess.workers"):
+            postprocess.resolve_workers(bad)
+
+
+class _DieInWorker:
+    """Kills the worker process that calls it, as the out-of-memory killer would."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __call__(self, scores: dict[str, float]) -> dict[str, float]:
+        if os.getpid() != self.parent:
+            os._exit(1)
+        return dict(scores)
+
+
+def test_a_dead_worker_fails_the_run_instead_of_hanging_it(tmp_path: Path) -> None:
+    store, _, uids = _store_with_images(tmp_path, 12)
+    images = [(u, u, [store.locate(sample_key(u, "full", k)) for k in range(3)]) for u in uids[6:]]
+    scoring = postprocess.Scoring(TokenAggregator("product"), "max", _DieInWorker(os.getpid()))
+    with pytest.raises(BrokenProcessPool):
+        list(postprocess.score_stored(images, store.reader(), scoring, workers=2, chunk=2))

@@ -100,3 +100,27 @@ def test_unreadable_paths_get_a_stable_id_instead_of_failing(tmp_path):
     (u1,) = FileHashes(cache).uids([missing])
     (u2,) = FileHashes(cache).uids([missing])
     assert u1 == u2 and u1.startswith("unreadable-") and not cache.exists()
+
+
+def test_read_sample_decodes_only_what_postprocessing_needs_and_falls_back(tmp_path):
+    fields = ("text", "token_ends", "logprobs")
+    sample = {"key": "u|full|0", "path": 'a "quoted" \\ path',
+              "text": "['sky', \"it's\", 'ü \\\\ \"text\":\"x']",
+              "token_ids": [1, 2], "token_ends": [5, 12, 30], "logprobs": [-0.5, float("nan"), -float("inf")]}
+    odd = [
+        {**sample, "key": "u|full|1", "meta": {"text": "nested"}},  # "text" twice: full decode
+        {"key": "u|full|2", "logprobs": [-1.0], "token_ends": [3], "text": "['a']"},  # another key order
+        {"key": "u|full|3", "text": "['a']"},  # fields missing: the full record
+    ]
+    store = SampleStore(tmp_path, FP)
+    w = store.writer()
+    w.write([sample, *odd])
+    w.close()
+    store.refresh()
+    reader = store.reader()
+    got = reader.read_sample(store.locate("u|full|0"))
+    assert list(got) == list(fields) and got["text"] == sample["text"]
+    assert json.dumps(got) == json.dumps({f: sample[f] for f in fields})  # NaN != NaN: compare encodings
+    for record in odd:  # the whole record, as `read` gives it
+        got = reader.read_sample(store.locate(record["key"]))
+        assert json.dumps(got) == json.dumps(store.get(record["key"])) == json.dumps(record)

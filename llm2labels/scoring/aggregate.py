@@ -38,9 +38,10 @@ class TokenAggregator:
         self.how = _check_how("TokenAggregator: how", how)
 
     def __call__(self, logprobs: Sequence[float]) -> float:
-        logs = [_clean_logprob(lp) for lp in logprobs]
-        if not logs:
-            return 0.0
+        # -inf < lp <= 0 is the usual case (and False for NaN): only the others go through _clean_logprob.
+        logs = [lp if -math.inf < lp <= 0.0 else _clean_logprob(lp) for lp in map(float, logprobs)]
+        if len(logs) <= 1:
+            return math.exp(logs[0]) if logs else 0.0  # every `how` agrees on one token: exp(log p)
         if self.how == "product":
             return math.exp(math.fsum(logs))  # exp(-inf) == 0.0
         if self.how == "avg":
@@ -64,6 +65,15 @@ def _pool(probs: list[float], how: str) -> float:
     return math.prod(probs)
 
 
+def check_probability(label: str, p: float) -> float:
+    """An occurrence probability as pooled: NaN counts as 0; outside [0, 1] is a bug upstream (ValueError)."""
+    if 0.0 <= p <= 1.0:
+        return float(p)
+    if math.isnan(p):
+        return 0.0
+    raise ValueError(f"pool_image: probability of {label!r} must be in [0, 1], got {p}")
+
+
 def pool_image(
     occurrences: Iterable[tuple[str, int, float]], pool: str = "max"
 ) -> dict[str, tuple[float, int]]:
@@ -79,9 +89,16 @@ def pool_image(
     probs: dict[str, list[float]] = {}
     samples: dict[str, set[int]] = {}
     for label, sample_id, p in occurrences:
-        p = 0.0 if math.isnan(p) else float(p)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"pool_image: probability of {label!r} must be in [0, 1], got {p}")
-        probs.setdefault(label, []).append(p)
+        probs.setdefault(label, []).append(check_probability(label, p))
         samples.setdefault(label, set()).add(sample_id)
-    return {label: (_pool(ps, pool), len(samples[label])) for label, ps in probs.items()}
+    return pool_grouped(probs, {label: len(ids) for label, ids in samples.items()}, pool)
+
+
+def pool_grouped(
+    probs: dict[str, list[float]], counts: dict[str, int], pool: str
+) -> dict[str, tuple[float, int]]:
+    """`pool_image` on occurrences grouped by label: checked probabilities, distinct-sample counts."""
+    pool = _check_how("pool_image: pool", pool)
+    if pool == "max":  # the default, inlined: this runs once per label of every image
+        return {label: (max(ps), counts[label]) for label, ps in probs.items()}
+    return {label: (_pool(ps, pool), counts[label]) for label, ps in probs.items()}

@@ -23,6 +23,28 @@ def _in_range(owner: str, param: str, value: object, lo: float, hi: float) -> fl
     return float(value)  # type: ignore[arg-type]
 
 
+def quantile(values: list[float], q: float) -> float:
+    """`float(np.quantile(values, q))` (linear method) bit for bit, without numpy's ~40 us of call overhead.
+
+    numpy's steps, as float64 operations in the same order: sort; virtual index v = (n - 1) * q; neighbours
+    floor(v) and floor(v) + 1, or the last value twice (weight v + 1) when v >= n - 1; then `_lerp`, which
+    works from the upper neighbour when the weight is >= 0.5. NaN (which numpy sorts last) goes to numpy.
+    """
+    if any(x != x for x in values):
+        return float(np.quantile(np.asarray(values, dtype=float), q))
+    ordered = sorted(map(float, values))
+    n = len(ordered)
+    v = (n - 1) * q
+    if v >= n - 1:
+        a = b = ordered[-1]
+        t = v + 1  # numpy's weight against its index -1
+    else:
+        below = math.floor(v)
+        a, b, t = ordered[below], ordered[below + 1], v - below
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
 class ImageFilter:
     """Base: `name` for logs, `__call__(scores) -> kept scores`."""
 
@@ -51,7 +73,7 @@ class PercentileFilter(ImageFilter):
 
     def cut(self, scores: Mapping[str, float]) -> float:
         """The score a label needs to be kept (the q-quantile); only for a non-empty `scores`."""
-        return float(np.quantile(np.fromiter(scores.values(), dtype=float), self.q / 100.0))
+        return quantile(list(scores.values()), self.q / 100.0)
 
     def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
         if not scores:
@@ -88,7 +110,7 @@ class BothFilter(ImageFilter):
     def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
         if not scores:
             return {}
-        cut = PercentileFilter(self.q).cut(scores)
+        cut = quantile(list(scores.values()), self.q / 100.0)
         return {label: s for label, s in scores.items() if s >= cut and s >= self.t}
 
 

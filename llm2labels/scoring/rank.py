@@ -68,12 +68,16 @@ class DatasetRanker:
             if math.isnan(score):
                 raise ValueError(f"DatasetRanker: image score of {label!r} is NaN")
         self.n_images += 1
+        images, sums = self._images, self._score_sum
         for label, score in kept.items():
-            self._images[label] = self._images.get(label, 0) + 1
-            self._score_sum[label] = self._score_sum.get(label, 0.0) + float(score)
+            images[label] = images.get(label, 0) + 1
+            sums[label] = sums.get(label, 0.0) + float(score)
         for label, forms in (surface or {}).items():
             if label in kept:
-                self._surface.setdefault(label, Counter()).update(forms)
+                counts = self._surface.get(label)
+                if counts is None:
+                    counts = self._surface[label] = Counter()
+                counts.update(forms)
 
     def merge(self, other: DatasetRanker) -> None:
         """Add another ranker's images into this one (for parallel post-processing)."""

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llm2labels.errors import ConfigError
-from llm2labels.scoring.filters import BothFilter, NoFilter, PercentileFilter, ThresholdFilter
+from llm2labels.scoring.filters import BothFilter, NoFilter, PercentileFilter, ThresholdFilter, quantile
 
 FIVE = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4, "e": 0.5}
 
@@ -107,3 +107,19 @@ def test_invalid_parameters_raise_config_error(make: Callable[[], object], param
 
 def test_int_parameters_accepted() -> None:
     assert PercentileFilter(q=50).q == 50.0 and ThresholdFilter(t=1).t == 1.0
+
+
+FLOATS = st.floats(allow_nan=False) | st.sampled_from([0.0, 0.25, 0.5, 1.0, math.inf, -math.inf])
+
+
+@given(st.lists(FLOATS, min_size=1, max_size=40), st.floats(0, 1) | st.sampled_from([0.0, 0.5, 0.68, 1.0]))
+def test_quantile_is_numpys_bit_for_bit(values: list[float], q: float) -> None:
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: numpy warns, Python does not
+        expected = float(np.quantile(np.array(values, dtype=float), q))
+    got = quantile(values, q)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
+
+
+def test_quantile_with_nan_is_numpys() -> None:
+    assert math.isnan(quantile([0.2, math.nan, 0.4], 0.5))
+    assert quantile([3, 1, 2], 0.5) == 2.0  # ints too
