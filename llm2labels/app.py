@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +22,14 @@ from llm2labels.errors import ConfigError
 from llm2labels.grid import Crop, Grid
 from llm2labels.grouping.exports import write_all
 from llm2labels.outputs import write_json, write_labels_csv
-from llm2labels.postprocess import ImageResult, rank_images, score_image
+from llm2labels.postprocess import (
+    ImageResult,
+    Scoring,
+    StoredImage,
+    rank_images,
+    resolve_workers,
+    score_stored,
+)
 from llm2labels.proposers.base import Proposer
 from llm2labels.report import write_report
 from llm2labels.scoring.rank import to_frame
@@ -51,7 +58,25 @@ def build(cfg: DictConfig) -> Parts:
     made["tracker"] = instantiate(cfg.logger) if cfg.get("logger") else None
     if cfg.pool not in ("max", "avg", "min", "product"):
         raise ConfigError(f"pool must be one of max, avg, min, product, got {cfg.pool!r}")
+    resolve_workers(cfg.get("postprocess", {}).get("workers"))  # checked now, used after generation
     return Parts(**made)
+
+
+def joins_process_group(cfg: DictConfig) -> bool:
+    """Whether this process is one rank of a job started as several processes (by torchrun, SLURM's srun, a
+    launcher setting MASTER_ADDR/NODE_RANK by hand, or Lightning's own DDP launcher for its child processes).
+
+    Such a process enters the predict loop even when its own plan is empty: the ranks work from rank 0's plan
+    (see predict.ProposalData), and one that stayed out would leave the others waiting for it at a barrier.
+    """
+    nodes = cfg.trainer.get("num_nodes", 1)
+    ddp = str(cfg.trainer.get("strategy", "")).startswith("ddp")
+    return (
+        (isinstance(nodes, int) and nodes > 1)
+        or "LOCAL_RANK" in os.environ
+        or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+        or (ddp and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1)
+    )
 
 
 class Stopwatch:
@@ -86,23 +111,33 @@ def generate(cfg: DictConfig, proposer: Proposer, store: SampleStore, items: lis
 
 
 def score_all(entries: list[Any], uids: list[str], crops: list[Crop], store: SampleStore, parts: Parts,
-              pool: str, images_path: Path, skipped: list[dict[str, str]]) -> Iterator[ImageResult]:
-    """Score every usable image from the store, writing its labels to images.jsonl as it goes."""
+              pool: str, images_path: Path, skipped: list[dict[str, str]], workers: int = 1
+              ) -> Iterator[ImageResult]:
+    """Score every usable image from the store, writing its labels to images.jsonl as it goes.
+
+    Images that cannot be scored go to `skipped` (in dataset order) before the first result; the others are
+    scored by `workers` processes (see postprocess.score_stored), with the same output whatever their number.
+    """
     keys = [(c.key, k) for c in crops for k in range(c.samples)]
-    with open(images_path, "w", encoding="utf-8") as fh:
-        for entry, uid in tqdm(list(zip(entries, uids)), desc="scoring", unit="img", disable=None):
-            skip = store.get(skip_key(uid))
-            if skip is not None:
-                skipped.append({"path": entry.rel, "reason": skip["reason"]})
-                continue
-            records = [store.get(sample_key(uid, c, k)) for c, k in keys]
-            if any(r is None for r in records):
-                skipped.append({"path": entry.rel, "reason": "samples missing (generation did not finish)"})
-                continue
-            result = score_image(uid, entry.rel, records, parts.aggregator, pool, parts.filter)
-            fh.write(json.dumps({"path": entry.rel, "uid": uid, "kept": result.kept,
-                                 "labels": {k: list(v) for k, v in result.labels.items()}}) + "\n")
-            yield result
+    usable: list[StoredImage] = []
+    for entry, uid in zip(entries, uids):
+        skip = store.get(skip_key(uid))
+        if skip is not None:
+            skipped.append({"path": entry.rel, "reason": skip["reason"]})
+            continue
+        locs = [store.locate(sample_key(uid, c, k)) for c, k in keys]
+        if any(loc is None for loc in locs):
+            skipped.append({"path": entry.rel, "reason": "samples missing (generation did not finish)"})
+            continue
+        usable.append((uid, entry.rel, locs))  # type: ignore[arg-type]
+    scoring = Scoring(parts.aggregator, pool, parts.filter)
+    with open(images_path, "w", encoding="utf-8") as fh, \
+            tqdm(total=len(usable), desc="scoring", unit="img", disable=None) as bar:
+        for lines, results in score_stored(usable, store.reader(), scoring, workers):
+            fh.write(lines)
+            fh.flush()  # a killed run keeps every image scored so far
+            bar.update(len(results))
+            yield from results
 
 
 def evaluate(cfg: DictConfig, out_dir: Path, ranked: list, vocabulary: dict[str, Any], class_list: str,
@@ -142,14 +177,16 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     log.info("%d images, %d crops each, %d samples stored, %d images to generate", len(entries), len(crops),
              hits, len(items))
     with watch.stage("generate"):
-        if items:
+        if items or joins_process_group(cfg):
             max_pixels = getattr(parts.dataset, "max_pixels", DEFAULT_MAX_PIXELS)
             if generate(cfg, parts.proposer, store, items, max_pixels) != 0:
                 return None
         store.refresh()
     skipped: list[dict[str, str]] = []
     with watch.stage("postprocess"):
-        results = score_all(entries, uids, crops, store, parts, cfg.pool, out_dir / "images.jsonl", skipped)
+        workers = resolve_workers(cfg.get("postprocess", {}).get("workers"))
+        results = score_all(entries, uids, crops, store, parts, cfg.pool, out_dir / "images.jsonl", skipped,
+                            workers)
         ranker = rank_images(results)
         ranked = ranker.rank(parts.scorer) if ranker.n_images else []
     with watch.stage("group"):

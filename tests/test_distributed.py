@@ -187,3 +187,18 @@ def test_ranks_without_a_share_of_the_images_finish_too(tmp_path):
     summary = read_json(tmp_path / "node0" / "summary.json")
     assert (summary["images"], summary["generations"], summary["skipped"]) == (1, 8, [])
     assert len(_keys_of(cache, "r0")) == 8 and not list(cache.glob("*/samples-r1-*"))  # rank 1 wrote nothing
+
+
+def test_a_rank_with_nothing_of_its_own_to_do_still_joins_the_job(tmp_path):
+    """Node 1 sees only images that are already stored (its plan is empty) while rank 0 has work: node 1 must
+    enter the predict loop all the same, or rank 0 would wait for it forever."""
+    cache = tmp_path / "cache"
+    _launch(tmp_path, {"first": ([*NODE_ARGS, "dataset.limit=2"], {"LLM2LABELS_CACHE": str(cache)})})
+    args, env0, env1 = _two_nodes(cache)
+    _launch(tmp_path, {"node0": ([*NODE_ARGS, "dataset.limit=4", *args], env0),
+                       "node1": ([*NODE_ARGS, "dataset.limit=2", *args], env1)})
+    summary = read_json(tmp_path / "node0" / "summary.json")
+    assert (summary["images"], summary["generations"], summary["cache_hits"]) == (4, 16, 16)
+    assert summary["skipped"] == [] and not (tmp_path / "node1" / "labels.csv").exists()
+    keys = [r["key"] for r in _store_lines(cache)]
+    assert len(keys) == len(set(keys)) == 32 and len(_keys_of(cache, "r1")) == 8  # rank 1 took an image
