@@ -141,7 +141,7 @@ class SampleStore:
         return StoreWriter(self.dir / f"samples-{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
 
     def refresh(self) -> dict[str, tuple[int, int]]:
-        """(Re)build the key -> (file, byte offset) index from every complete line on disk."""
+        """(Re)build the key -> (file, byte offset) index from every complete, undamaged line on disk."""
         self.close()
         files = sorted(self.dir.glob("samples-*.jsonl"))
         index: dict[str, tuple[int, int]] = {}
@@ -150,7 +150,8 @@ class SampleStore:
             with open(path, "rb") as fh:
                 offset = 0
                 for line in fh:
-                    if line.endswith(b"\n") and line.startswith(_KEY_PREFIX):
+                    # NUL bytes: a range a crashed machine's file system left zero-filled (JSON holds none)
+                    if line.endswith(b"\n") and line.startswith(_KEY_PREFIX) and b"\0" not in line:
                         key = line[start : line.find(b'"', start)].decode("utf-8", "replace")
                         if key not in index:
                             index[key] = (f, offset)

@@ -51,6 +51,24 @@ def test_torn_last_line_is_ignored_and_later_writers_continue(tmp_path):
     assert store.get("u1|full|2")["sample"] == 2
 
 
+def test_a_line_with_zero_filled_bytes_is_ignored_and_regenerated_later(tmp_path):
+    """After a machine crash a file system may leave a zero-filled range inside a line that ends well."""
+    store = SampleStore(tmp_path, FP)
+    w = store.writer("r0")
+    w.write([_rec("u1", "full", 0), _rec("u1", "full", 1)])
+    w.close()
+    lines = w.path.read_bytes().splitlines(keepends=True)
+    damaged = lines[1][:30] + b"\0" * 20 + lines[1][50:]
+    w.path.write_bytes(lines[0] + damaged)
+    store.refresh()
+    assert store.keys() == {"u1|full|0"}
+    w2 = store.writer("r0")
+    w2.write([_rec("u1", "full", 1, "['redone']")])
+    w2.close()
+    store.refresh()
+    assert store.get("u1|full|1")["text"] == "['redone']"
+
+
 def test_duplicate_keys_count_once(tmp_path):
     store = SampleStore(tmp_path, FP)
     for _ in range(2):
