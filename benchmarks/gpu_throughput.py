@@ -28,6 +28,7 @@ shape may flip a near-tie, after which that answer goes its own way).
 `python -m benchmarks.gpu_throughput --model tiny:instructblip --device cpu --images 4` (anywhere, seconds)
 `python -m benchmarks.gpu_throughput --random-decoder 4096x32 --device cuda` (no weights needed: a random
 LLaVA whose decoder has Vicuna-7B's shape, for the decode-side figures of a 7B model)
+`... --prefill shared --kv-cache static [--compile]` (HF with a preallocated cache, its decode step compiled)
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def hf_proposer(args: argparse.Namespace, shared: bool) -> HFVLMProposer:
     model = "tiny:llava" if args.random_decoder else args.model
     p = HFVLMProposer(model=model, template=template_for(model, args.template), dtype=dtype,
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                      shared_prefill=shared, **SAMPLING)
+                      shared_prefill=shared, kv_cache=args.kv_cache if shared else "dynamic",
+                      compile=args.compile, **SAMPLING)
     if not args.random_decoder:
         p.setup(args.device)
         return p
@@ -177,7 +179,7 @@ def run_hf(args: argparse.Namespace, images: list[Image.Image], bandwidth: float
     context = prompt_len + tokens / (len(images) * args.samples) / 2
     dtype_name = str(p.hf_model.dtype).removeprefix("torch.")
     peak = torch.cuda.max_memory_allocated(p.hf_model.device) if p.hf_model.device.type == "cuda" else None
-    return {"backend": "hf", "shared_prefill": shared, "device": str(p.hf_model.device), "dtype": dtype_name,
+    return {"backend": "hf", "shared_prefill": shared, "kv_cache": p.kv_cache, "compile": p.compile, "device": str(p.hf_model.device), "dtype": dtype_name,
             "images": len(images), "samples": args.samples, "batch_size": args.batch_size,
             "concurrent_sequences": concurrent,
             "model_bytes": sum(t.numel() * t.element_size() for t in p.hf_model.parameters()),
@@ -261,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
                     help="--random-decoder: image tokens in the prompt (a square; LLaVA-1.5: 576)")
     ap.add_argument("--prefill", choices=("both", "shared", "unshared"), default="both",
                     help="HF shared_prefill setting(s) to run")
+    ap.add_argument("--kv-cache", choices=("dynamic", "static"), default="dynamic",
+                    help="HF KV cache of the shared-prefill run(s)")
+    ap.add_argument("--compile", action="store_true", help="HF: compile the decode step (with --kv-cache static)")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8, help="crops per generate call")
     ap.add_argument("--samples", type=int, default=8, help="samples per crop")

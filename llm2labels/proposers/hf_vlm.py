@@ -12,6 +12,11 @@ values it would have computed itself, so the samples are those of the unshared p
 in the last bits, as with any change of batch shape). Encoder-decoder models (InstructBLIP-Flan-T5) need
 nothing of this: HF runs their encoder once per crop and repeats its output.
 
+`kv_cache=static` copies the shared prefix into a cache preallocated for prompt + answer, so a decode step
+writes one position instead of concatenating (copying) the whole cache, as HF's dynamic cache does; with
+`compile=true` HF then compiles the decode step (on a GPU, with CUDA graphs). Same samples either way
+(tested on CPU in float32).
+
 The noise is batch-independent by construction; the logits are so only up to the last bits of floating
 point. On CPU in float32 they match exactly (tested); on a GPU, a different batch can pick other matmul
 kernels, and in bfloat16 a near-tie between two tokens may then flip a draw. Keep batch_size fixed across
@@ -27,7 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin
+from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin, StaticCache
 
 from llm2labels.errors import ConfigError, require
 from llm2labels.proposers.base import CropRequest, Generation, Proposer, token_ends_from_pieces
@@ -73,12 +78,14 @@ class HFVLMProposer(Proposer):
         revision: str | None = None,
         trust_remote_code: bool = False,
         shared_prefill: bool = True,
+        kv_cache: str = "dynamic",
+        compile: bool = False,
     ) -> None:
         self.model_id, self.revision, self.trust_remote_code = model, revision, trust_remote_code
         self.prompt, self.template, self.logprob_mode, self.dtype = prompt, template, logprobs, dtype
         self.top_p, self.temperature, self.repetition_penalty = top_p, temperature, repetition_penalty
         self.top_k, self.max_new_tokens, self.batch_size = top_k, max_new_tokens, batch_size
-        self.shared_prefill = shared_prefill
+        self.shared_prefill, self.kv_cache, self.compile = shared_prefill, kv_cache, compile
         self._validate()
         self._model: PreTrainedModel | None = None
         self._processor: ProcessorMixin | None = None
@@ -107,6 +114,11 @@ class HFVLMProposer(Proposer):
             f"batch_size must be an int >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
             f"shared_prefill must be true or false, got {self.shared_prefill!r}": isinstance(
                 self.shared_prefill, bool
+            ),
+            f"kv_cache must be dynamic or static, got {self.kv_cache!r}": self.kv_cache in ("dynamic", "static"),
+            f"compile must be true or false, got {self.compile!r}": isinstance(self.compile, bool),
+            "kv_cache=static needs shared_prefill=true (the static cache is filled from the shared prefill)": (
+                self.kv_cache == "dynamic" or self.shared_prefill is True
             ),
         }
         require(rules)
@@ -207,7 +219,9 @@ class HFVLMProposer(Proposer):
         return [eos] if isinstance(eos, int) else list(eos or [])
 
     def _call_config(self, samples: int) -> GenerationConfig:
-        return call_generation_config(self._generator().generation_config, samples, self.max_new_tokens)
+        config = call_generation_config(self._generator().generation_config, samples, self.max_new_tokens)
+        config.disable_compile = not self.compile  # HF compiles the decode step when given a static cache
+        return config
 
     def propose(self, requests: list[CropRequest]) -> list[list[Generation]]:
         """Batches crops that want the same number of samples, `batch_size` crops per generate call."""
@@ -295,8 +309,15 @@ class HFVLMProposer(Proposer):
             getattr(cache, "is_linear", None) or []
         ):
             return {}  # e.g. a recurrent state: the unshared path prefills each sample row itself
-        cache.batch_repeat_interleave(samples)
-        return {name: cache}
+        if self.kv_cache == "dynamic":
+            cache.batch_repeat_interleave(samples)
+            return {name: cache}
+        # Static: preallocated for prompt + answer, filled layer by layer with the repeated rows (so the
+        # B x N copy of the whole dynamic cache is never held beside it).
+        static = StaticCache(config=generator.config, max_cache_len=embeds.shape[1] + self.max_new_tokens)
+        for prefix, layer in zip(cache.layers, static.layers, strict=True):
+            layer.update(prefix.keys.repeat_interleave(samples, 0), prefix.values.repeat_interleave(samples, 0))
+        return {name: static}
 
     def _generation(self, ids: list[int], logprobs: list[float]) -> Generation:
         """Cut at the first EOS (excluded), decode, and locate each token's end in the text."""

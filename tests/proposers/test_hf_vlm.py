@@ -221,9 +221,42 @@ def test_shared_prefill_reads_the_prompt_once_per_crop_and_samples_as_before(fam
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=0, atol=1e-5)
 
 
-def test_shared_prefill_is_validated() -> None:
-    with pytest.raises(ConfigError, match="shared_prefill must be true or false"):
-        HFVLMProposer(model="tiny:llava", shared_prefill="yes")  # type: ignore[arg-type]
+@pytest.mark.parametrize("family", ["instructblip", "blip2", "llava"])
+def test_a_static_kv_cache_samples_as_the_dynamic_one(family: str) -> None:
+    p = proposer(family, batch_size=8)
+    requests = [CropRequest(image(n), list(range(5 * i, 5 * i + 5))) for i, n in enumerate(["camera", "chelsea"])]
+    dynamic = p.propose(requests)
+    p.kv_cache = "static"
+    caches: list[str] = []
+    original = p._prefix_cache
+
+    def recording(inputs: dict, samples: int) -> dict:
+        out = original(inputs, samples)
+        caches.extend(type(cache).__name__ for cache in out.values())
+        return out
+
+    p._prefix_cache = recording  # type: ignore[method-assign]
+    try:
+        static = p.propose(requests)
+    finally:
+        p.kv_cache = "dynamic"
+        del p._prefix_cache
+    assert caches == ["StaticCache"]
+    for dynamic_crop, static_crop in zip(dynamic, static, strict=True):
+        for a, b in zip(dynamic_crop, static_crop, strict=True):
+            assert (a.text, a.token_ids) == (b.text, b.token_ids)
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"shared_prefill": "yes"}, "shared_prefill must be true or false"),
+    ({"kv_cache": "paged"}, "kv_cache must be dynamic or static"),
+    ({"kv_cache": "static", "shared_prefill": False}, "kv_cache=static needs shared_prefill=true"),
+    ({"compile": 1}, "compile must be true or false"),
+])
+def test_prefill_and_cache_options_are_validated(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        HFVLMProposer(model="tiny:llava", **kwargs)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
