@@ -9,12 +9,17 @@ that each take a run of consecutive images and hand back their images.jsonl line
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import itertools
 import json
 import math
 import multiprocessing
 import os
+import signal
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -166,8 +171,21 @@ def score_chunk(images: Sequence[StoredImage], reader: StoreReader, scoring: Sco
 _WORKER: dict[str, Any] = {}  # a worker process's reader, settings and normalisation cache
 
 
-def _init_worker(reader: StoreReader, scoring: Scoring) -> None:
+def _init_worker(reader: StoreReader, scoring: Scoring, parent: int) -> None:
+    _exit_with_parent(parent)
     _WORKER.update(reader=reader, scoring=scoring, normalized={})
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Have the kernel end this worker when its parent dies (Linux), so a parent killed with SIGKILL leaves
+    no worker blocked forever on the task queue it shares with its siblings."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: workers then end when the task queue closes, as before
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _worker_chunk(images: list[StoredImage]) -> tuple[str, list[ImageResult]]:
@@ -207,13 +225,18 @@ def score_stored(images: Sequence[StoredImage], reader: StoreReader, scoring: Sc
             yield score_chunk(part, reader, scoring, normalized)
         return
     context = multiprocessing.get_context("fork")
-    executor = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(reader, scoring))
+    executor = ProcessPoolExecutor(workers, context, initializer=_init_worker,
+                                   initargs=(reader, scoring, os.getpid()))
+    queued = iter(chunks)
     try:
         gc.freeze()  # the forked workers' collector (and copy-on-write) leaves this process's objects alone
-        try:
-            parts = executor.map(_worker_chunk, chunks)  # forks the workers, queues every chunk
+        try:  # a window of 2 chunks per worker in flight: finished chunks wait for their turn in bounded memory
+            window = deque(executor.submit(_worker_chunk, part) for part in itertools.islice(queued, 2 * workers))
         finally:
             gc.unfreeze()
-        yield from parts  # a worker that dies (killed, out of memory) raises BrokenProcessPool here
+        while window:
+            done = window.popleft().result()  # a worker that dies (killed, out of memory) raises BrokenProcessPool
+            window.extend(executor.submit(_worker_chunk, part) for part in itertools.islice(queued, 1))
+            yield done
     finally:
         executor.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early

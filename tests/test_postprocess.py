@@ -3,6 +3,9 @@ import math
 import os
 import pickle
 import random
+import subprocess
+import sys
+import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from unittest.mock import patch
@@ -18,6 +21,8 @@ from llm2labels.postprocess import label_spans, rank_images, sample_occurrences,
 from llm2labels.proposers.base import token_ends_from_pieces
 from llm2labels.scoring import NoFilter, PercentileFilter, TokenAggregator, occ_prob, pool_image
 from llm2labels.store import SampleStore, sample_key, skip_key
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _record(pieces: list[str], probs: list[float]) -> dict:
@@ -223,3 +228,46 @@ def test_a_dead_worker_fails_the_run_instead_of_hanging_it(tmp_path: Path) -> No
     scoring = postprocess.Scoring(TokenAggregator("product"), "max", _DieInWorker(os.getpid()))
     with pytest.raises(BrokenProcessPool):
         list(postprocess.score_stored(images, store.reader(), scoring, workers=2, chunk=2))
+
+
+WORKER_PARENT = """
+import os, sys, time
+from llm2labels import postprocess
+
+def hold(images):  # a worker busy with its chunk; records its pid
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    time.sleep(60)
+
+postprocess._worker_chunk = hold
+list(postprocess.score_stored([("uid", "rel", [])] * 400, None, None, workers=2, chunk=200))
+"""
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """kill -9 of the scoring process (not of its process group) must not leave its workers running."""
+    pids = tmp_path / "pids"
+    parent = subprocess.Popen([sys.executable, "-c", WORKER_PARENT, str(pids)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(pids.read_text().split() if pids.exists() else []) < 2:
+        time.sleep(0.1)
+    workers = [int(p) for p in pids.read_text().split()]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for pid in left:  # do not leave them behind when the test fails
+        os.kill(pid, 9)
+    assert not left
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by whoever adopted it counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
