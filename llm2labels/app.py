@@ -62,20 +62,30 @@ def build(cfg: DictConfig) -> Parts:
     return Parts(**made)
 
 
-def joins_process_group(cfg: DictConfig) -> bool:
+# The launcher's variables as this process started with them: a Lightning DDP run in this process sets
+# LOCAL_RANK, WORLD_SIZE, ... in os.environ for its children and leaves them there.
+LAUNCH_ENV = {k: os.environ.get(k, "") for k in ("WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID")}
+
+
+def joins_process_group(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
     """Whether this process is one rank of a job started as several processes (by torchrun, SLURM's srun, a
     launcher setting MASTER_ADDR/NODE_RANK by hand, or Lightning's own DDP launcher for its child processes).
 
     Such a process enters the predict loop even when its own plan is empty: the ranks work from rank 0's plan
     (see predict.ProposalData), and one that stayed out would leave the others waiting for it at a barrier.
+    `env` defaults to the variables this process was started with (LAUNCH_ENV).
     """
+    env = LAUNCH_ENV if env is None else env
+
+    def count(name: str) -> int:
+        value = env.get(name, "")
+        return int(value) if value.isdigit() else 1
+
     nodes = cfg.trainer.get("num_nodes", 1)
-    ddp = str(cfg.trainer.get("strategy", "")).startswith("ddp")
     return (
         (isinstance(nodes, int) and nodes > 1)
-        or "LOCAL_RANK" in os.environ
-        or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-        or (ddp and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1)
+        or count("WORLD_SIZE") > 1
+        or (bool(env.get("SLURM_PROCID")) and count("SLURM_NTASKS") > 1)
     )
 
 

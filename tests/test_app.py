@@ -175,3 +175,28 @@ def test_ade20k_run_ends_with_metrics_for_the_seen_classes(make_cfg, tmp_path):
     assert metrics["seen"]["num_classes"] == len({0, 2, 4, 149})  # wall, sky, tree, flag
     assert metrics["full"]["num_classes"] == 150 and metrics["image"]["num_images"] == 2
     assert metrics["num_labels"] == summary["labels"]
+
+
+@pytest.mark.parametrize(("nodes", "env", "joins"), [
+    (1, {}, False),                                                   # a plain run
+    (1, {"WORLD_SIZE": "1"}, False),                                  # torchrun with one process
+    (1, {"WORLD_SIZE": "4"}, True),                                   # torchrun / Lightning's DDP children
+    (2, {}, True),                                                    # nodes launched by hand
+    (1, {"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}, True),            # srun, whatever the strategy is named
+    (1, {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, False),           # srun of one task
+    (1, {"WORLD_SIZE": "x"}, False),                                  # not a number: not a launcher's
+])
+def test_who_joins_a_process_group_even_with_nothing_to_generate(make_cfg, nodes, env, joins):
+    from llm2labels.app import joins_process_group
+
+    cfg = make_cfg(f"trainer.num_nodes={nodes}")
+    assert joins_process_group(cfg, env) is joins
+
+
+def test_a_finished_ddp_run_in_this_process_does_not_make_the_next_run_a_rank(make_cfg, monkeypatch):
+    """Lightning's DDP launcher leaves LOCAL_RANK, WORLD_SIZE, ... in os.environ; they are not this process's."""
+    from llm2labels.app import joins_process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert joins_process_group(make_cfg()) is False
