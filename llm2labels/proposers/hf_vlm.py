@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import os
 from typing import Any
 
@@ -47,6 +48,7 @@ from llm2labels.proposers.sampling import (
 )
 from llm2labels.proposers.tiny import FAMILIES as TINY_FAMILIES
 
+log = logging.getLogger(__name__)
 DEFAULT_PROMPT = (
     "Analyze the image and provide a Python list containing all semantic segmentation labels for the image."
 )
@@ -91,6 +93,7 @@ class HFVLMProposer(Proposer):
         self._processor: ProcessorMixin | None = None
         self._family = ""
         self._eos_ids: list[int] = []
+        self._told: set[str] = set()
 
     def _validate(self) -> None:
         tiny_ids = [TINY_PREFIX + family for family in TINY_FAMILIES]
@@ -282,6 +285,14 @@ class HFVLMProposer(Proposer):
         inputs["pixel_values"] = inputs["pixel_values"].to(self.hf_model.dtype)
         return _merged_embeds(self.hf_model, inputs)
 
+    def _unshared(self, why: str) -> dict[str, Any]:
+        """No shared prefix (the unshared path prefills each sample row itself); says once that a static
+        cache, which is filled from that prefix, is not used either."""
+        if self.kv_cache == "static" and why not in self._told:
+            self._told.add(why)
+            log.warning("%s: kv_cache=static is not used with %s (the dynamic cache is)", self.model_id, why)
+        return {}
+
     def _prefix_cache(self, inputs: dict[str, Tensor], samples: int) -> dict[str, Any]:
         """`{"cache": ...}` holding the prompt's keys and values but its last position, computed once per
         crop and repeated to `samples` rows per crop; {} where there is nothing to share (one sample, an
@@ -293,7 +304,7 @@ class HFVLMProposer(Proposer):
         generator = self._generator()
         embeds, mask = inputs["inputs_embeds"], inputs["attention_mask"]
         if samples == 1 or generator.config.is_encoder_decoder or embeds.shape[1] < 2:
-            return {}
+            return self._unshared("one sample per crop" if samples == 1 else "an encoder-decoder model")
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
         # transformers >= 5.24 names the cache argument `cache`, earlier versions `past_key_values`
         name = "cache" if "cache" in inspect.signature(generator.forward).parameters else "past_key_values"
@@ -308,7 +319,7 @@ class HFVLMProposer(Proposer):
         if cache is None or not hasattr(cache, "batch_repeat_interleave") or any(
             getattr(cache, "is_linear", None) or []
         ):
-            return {}  # e.g. a recurrent state: the unshared path prefills each sample row itself
+            return self._unshared("a cache that cannot be repeated by row")  # e.g. a recurrent state
         if self.kv_cache == "dynamic":
             cache.batch_repeat_interleave(samples)
             return {name: cache}

@@ -407,3 +407,14 @@ def test_plain_answers_take_the_windowed_path(name: str, monkeypatch: pytest.Mon
     expected = hf_vlm.decode_with_ends_exact(tokenizer, ids)
     monkeypatch.setattr(hf_vlm, "decode_with_ends_exact", refuse)
     assert len(ids) > hf_vlm.DECODE_WINDOW and hf_vlm.decode_with_ends(tokenizer, ids) == expected
+
+
+def test_a_static_cache_that_cannot_be_used_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    p = HFVLMProposer(model="tiny:llava", template=LLAVA_TEMPLATE, kv_cache="static", max_new_tokens=3)
+    p.setup("cpu")
+    with caplog.at_level("WARNING", logger="llm2labels.proposers.hf_vlm"):
+        for _ in range(2):
+            p.propose([CropRequest(image("coffee"), [1]), CropRequest(image("rocket"), [2])])
+    assert [r.getMessage() for r in caplog.records] == [
+        "tiny:llava: kv_cache=static is not used with one sample per crop (the dynamic cache is)"
+    ]
