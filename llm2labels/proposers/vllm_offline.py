@@ -98,12 +98,14 @@ class VLLMProposer(Proposer):
         require(rules, "proposer=vllm: ")
 
     def fingerprint(self) -> dict[str, Any]:
-        """What changes a sample; not the memory or parallelism settings (vLLM's sampler ignores them)."""
+        """What changes a sample; not the memory or parallelism settings (vLLM's sampler ignores them).
+        `max_model_len` is in: an answer that would run past it is cut short."""
         return {"backend": "vllm", "vllm_version": vllm_version(), "model": self.model_id,
                 "revision": self.revision, "prompt": self.prompt, "template": self.template,
                 "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
                 "repetition_penalty": self.repetition_penalty, "max_tokens": self.max_tokens,
-                "logprobs": self.logprob_mode, "dtype": self.dtype, "engine_kwargs": self.engine_kwargs}
+                "max_model_len": self.max_model_len, "logprobs": self.logprob_mode, "dtype": self.dtype,
+                "engine_kwargs": self.engine_kwargs}
 
     def engine_args(self) -> dict[str, Any]:
         """Keyword arguments of `vllm.LLM`: one image per prompt, prefix caching on."""

@@ -297,3 +297,15 @@ def test_openai_proposer_against_vllm_serve(vllm_server):
     assert [[vars(g) for g in gens] for gens in proposer.propose(requests)] == first  # same seeds, same samples
     shifted = [[vars(g) for g in gens] for gens in proposer.propose([CropRequest(a, SEEDS_B)])]
     assert shifted != [first[0]]
+
+
+def test_qwen2vl_config_caps_image_tokens_within_the_context(make_cfg):
+    from hydra.utils import instantiate
+
+    proposer = instantiate(make_cfg("proposer=vllm_qwen2vl").proposer)
+    max_pixels = proposer.engine_args()["mm_processor_kwargs"]["max_pixels"]
+    image_tokens = max_pixels // (28 * 28)  # Qwen2-VL: one token per 28 x 28 pixels
+    assert image_tokens == 1280
+    assert image_tokens + 100 + proposer.max_tokens <= proposer.max_model_len  # + a generous text prompt
+    assert proposer.fingerprint()["engine_kwargs"] == {"mm_processor_kwargs": {"max_pixels": 1003520}}
+    assert proposer.fingerprint()["max_model_len"] == proposer.max_model_len
