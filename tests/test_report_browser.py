@@ -174,7 +174,9 @@ def test_thumbnails_from_the_folder_beside_the_report_load_from_disk(browser, tm
     out, root = make_run(tmp_path)
     browser.open(write_report(out, root, inline_limit_mb=0))
     browser.eval("document.getElementById('labels').scrollIntoView()")
-    assert browser.eval("document.querySelector('#labels img[src]').getAttribute('src')").startswith("report_thumbs/")
+    # the page sets a thumbnail's src when its row nears the viewport (an IntersectionObserver callback, later)
+    src = browser.wait_for("document.querySelector('#labels img[src]')?.getAttribute('src')")
+    assert src.startswith("report_thumbs/")
     widths = browser.wait_for(VISIBLE_THUMBS)
     assert len(widths) == 7 and all(w > 0 for w in widths)
     assert browser.errors() == []  # the page's Content-Security-Policy allows these files
