@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import ConfigError, int_at_least
 from llm2labels.normalize import normalize_label
 from llm2labels.parsing import _CLEAN_ITEMS, _CLEAN_LIST, MAX_WORDS, parse_labels, token_indices
 from llm2labels.scoring.aggregate import TokenAggregator, check_probability, pool_grouped
@@ -202,7 +202,7 @@ def resolve_workers(value: object) -> int:
     """The `postprocess.workers` setting as a process count: null means `default_workers()`."""
     if value is None:
         return default_workers()
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not int_at_least(value, 1):
         raise ConfigError(f"postprocess.workers must be a whole number >= 1, or null for one per CPU; "
                           f"got {value!r}")
     return value

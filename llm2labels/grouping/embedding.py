@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import ConfigError, int_at_least
 from llm2labels.grouping.hierarchy import suffix_hierarchy
 from llm2labels.grouping.vocabulary import build_vocabulary
 from llm2labels.scoring.rank import RankedLabel
@@ -67,8 +67,8 @@ class EmbeddingGrouper:
         _check(isinstance(device, str) and bool(device.strip()),
                f"device must be a torch device string such as 'cpu' or 'cuda', got {device!r}")
         _check(linkage in LINKAGES, f"linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
-        _check(_positive_int(batch_size), f"batch_size must be an integer >= 1, got {batch_size!r}")
-        _check(max_labels is None or _positive_int(max_labels),
+        _check(int_at_least(batch_size, 1), f"batch_size must be an integer >= 1, got {batch_size!r}")
+        _check(max_labels is None or int_at_least(max_labels, 1),
                f"max_labels must be an integer >= 1 or null (all labels), got {max_labels!r}")
         self.threshold = float(threshold)
         self.model = model
@@ -129,9 +129,6 @@ def load_encoder(model: str, device: str) -> Any:
         raise ConfigError(f"cannot load embedding model {model!r} on {device!r} ({first}): give a local "
                           f"sentence-transformers folder or {PACKAGED_MODEL!r} (packaged, offline)") from e
 
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _check(ok: bool, message: str) -> None:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin, StaticCache
 
-from llm2labels.errors import ConfigError, require
+from llm2labels.errors import ConfigError, int_at_least, require
 from llm2labels.proposers.base import CropRequest, Generation, Proposer, token_ends_from_pieces
 from llm2labels.proposers.hf_hub import DTYPES, load_pretrained
 from llm2labels.proposers.sampling import (
@@ -106,15 +106,15 @@ class HFVLMProposer(Proposer):
             f"top_p must be in (0, 1], got {self.top_p}": 0.0 < self.top_p <= 1.0,
             f"temperature must be > 0, got {self.temperature}": self.temperature > 0,
             f"repetition_penalty must be > 0, got {self.repetition_penalty}": self.repetition_penalty > 0,
-            f"max_new_tokens must be an int >= 1, got {self.max_new_tokens}": _at_least(
+            f"max_new_tokens must be an int >= 1, got {self.max_new_tokens}": int_at_least(
                 self.max_new_tokens, 1
             ),
-            f"top_k must be an int >= 0 (0: off), got {self.top_k}": _at_least(self.top_k, 0),
+            f"top_k must be an int >= 0 (0: off), got {self.top_k}": int_at_least(self.top_k, 0),
             f"logprobs must be raw or processed, got {self.logprob_mode!r}": (
                 self.logprob_mode in ("raw", "processed")
             ),
             f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}": self.dtype in DTYPES,
-            f"batch_size must be an int >= 1, got {self.batch_size}": _at_least(self.batch_size, 1),
+            f"batch_size must be an int >= 1, got {self.batch_size}": int_at_least(self.batch_size, 1),
             f"shared_prefill must be true or false, got {self.shared_prefill!r}": isinstance(
                 self.shared_prefill, bool
             ),
@@ -337,9 +337,6 @@ class HFVLMProposer(Proposer):
         text, ends = decode_with_ends(self.hf_processor.tokenizer, ids)
         return Generation(text=text, token_ids=ids, token_ends=ends, logprobs=logprobs)
 
-
-def _at_least(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _merged_embeds(model: PreTrainedModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
-from llm2labels.errors import require
+from llm2labels.errors import int_at_least, number_at_least, require
 from llm2labels.openai_http import OpenAIError, one_line, post_json
 from llm2labels.proposers.base import CropRequest, Generation, Proposer
 
@@ -94,14 +94,14 @@ class OpenAIProposer(Proposer):
             f"base_url must be an http(s) URL, got {self.base_url!r}":
                 urlparse(self.base_url).scheme in ("http", "https"),
             "prompt must not be empty": bool(self.prompt),
-            f"temperature must be >= 0, got {self.temperature}": _number(self.temperature, 0.0),
-            f"top_p must be in (0, 1], got {self.top_p}": _number(self.top_p, 0.0) and 0 < self.top_p <= 1,
-            f"max_tokens must be an int >= 1, got {self.max_tokens}": _int(self.max_tokens, 1),
+            f"temperature must be >= 0, got {self.temperature}": number_at_least(self.temperature, 0.0),
+            f"top_p must be in (0, 1], got {self.top_p}": number_at_least(self.top_p, 0.0) and 0 < self.top_p <= 1,
+            f"max_tokens must be an int >= 1, got {self.max_tokens}": int_at_least(self.max_tokens, 1),
             f"repetition_penalty must be null (not sent) or > 0, got {self.repetition_penalty}":
-                self.repetition_penalty is None or (_number(self.repetition_penalty, 0.0)
+                self.repetition_penalty is None or (number_at_least(self.repetition_penalty, 0.0)
                                                     and self.repetition_penalty > 0),
             f"top_k must be null (not sent) or an int >= 1, got {self.top_k}":
-                self.top_k is None or _int(self.top_k, 1),
+                self.top_k is None or int_at_least(self.top_k, 1),
             f"extra_body must not set {sorted(_RESERVED & set(self.extra_body))} (they have keys of their own)":
                 not _RESERVED & set(self.extra_body),
             "extra_body must be a JSON-serialisable mapping": _jsonable(self.extra_body),
@@ -109,11 +109,11 @@ class OpenAIProposer(Proposer):
                 self.logprob_mode in ("raw", "processed"),
             f"use_n must be true or false, got {self.use_n!r}": isinstance(self.use_n, bool),
             f"jpeg_quality must be an int in [1, 95], got {self.jpeg_quality}":
-                _int(self.jpeg_quality, 1) and self.jpeg_quality <= 95,
-            f"max_concurrency must be an int >= 1, got {self.max_concurrency}": _int(self.max_concurrency, 1),
-            f"timeout must be > 0 seconds, got {self.timeout}": _number(self.timeout, 0.0) and self.timeout > 0,
-            f"max_retries must be an int >= 0, got {self.max_retries}": _int(self.max_retries, 0),
-            f"backoff_s must be >= 0, got {self.backoff_s}": _number(self.backoff_s, 0.0),
+                int_at_least(self.jpeg_quality, 1) and self.jpeg_quality <= 95,
+            f"max_concurrency must be an int >= 1, got {self.max_concurrency}": int_at_least(self.max_concurrency, 1),
+            f"timeout must be > 0 seconds, got {self.timeout}": number_at_least(self.timeout, 0.0) and self.timeout > 0,
+            f"max_retries must be an int >= 0, got {self.max_retries}": int_at_least(self.max_retries, 0),
+            f"backoff_s must be >= 0, got {self.backoff_s}": number_at_least(self.backoff_s, 0.0),
         }
         require(rules, "proposer=openai: ")
 
@@ -275,12 +275,6 @@ def _finite(logprob: float) -> float:
     return logprob if math.isfinite(logprob) else -1e9
 
 
-def _number(value: Any, low: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
-
-
-def _int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _jsonable(value: Any) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-from llm2labels.errors import ConfigError, require
+from llm2labels.errors import ConfigError, int_at_least, number_at_least, require
 from llm2labels.proposers.base import CropRequest, Generation, Proposer
 from llm2labels.proposers.hf_vlm import DEFAULT_PROMPT, decode_with_ends
 
@@ -79,19 +79,19 @@ class VLLMProposer(Proposer):
             "model must be a Hugging Face model id or a local model folder": bool(self.model_id),
             f"template must contain {{prompt}}, got {self.template!r}": "{prompt}" in self.template,
             "prompt must not be empty": bool(self.prompt),
-            f"temperature must be > 0, got {self.temperature}": _number(self.temperature) and self.temperature > 0,
-            f"top_p must be in (0, 1], got {self.top_p}": _number(self.top_p) and 0 < self.top_p <= 1,
-            f"top_k must be an int >= 0 (0: off), got {self.top_k}": _int(self.top_k, 0),
+            f"temperature must be > 0, got {self.temperature}": number_at_least(self.temperature) and self.temperature > 0,
+            f"top_p must be in (0, 1], got {self.top_p}": number_at_least(self.top_p) and 0 < self.top_p <= 1,
+            f"top_k must be an int >= 0 (0: off), got {self.top_k}": int_at_least(self.top_k, 0),
             f"repetition_penalty must be > 0 (1.0: off), got {self.repetition_penalty}":
-                _number(self.repetition_penalty) and self.repetition_penalty > 0,
-            f"max_tokens must be an int >= 1, got {self.max_tokens}": _int(self.max_tokens, 1),
+                number_at_least(self.repetition_penalty) and self.repetition_penalty > 0,
+            f"max_tokens must be an int >= 1, got {self.max_tokens}": int_at_least(self.max_tokens, 1),
             f"logprobs must be raw or processed, got {self.logprob_mode!r}": self.logprob_mode in LOGPROBS_MODES,
             f"tensor_parallel_size must be an int >= 1, got {self.tensor_parallel_size}":
-                _int(self.tensor_parallel_size, 1),
+                int_at_least(self.tensor_parallel_size, 1),
             f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}":
-                _number(self.gpu_memory_utilization) and 0 < self.gpu_memory_utilization <= 1,
+                number_at_least(self.gpu_memory_utilization) and 0 < self.gpu_memory_utilization <= 1,
             f"max_model_len must be null (the model's own) or an int >= 1, got {self.max_model_len}":
-                self.max_model_len is None or _int(self.max_model_len, 1),
+                self.max_model_len is None or int_at_least(self.max_model_len, 1),
             f"engine_kwargs must not set {sorted(_RESERVED & set(self.engine_kwargs))} (they have keys of their own)":
                 not _RESERVED & set(self.engine_kwargs),
         }
@@ -174,10 +174,4 @@ def vllm_version() -> str | None:
     return None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
