@@ -78,24 +78,22 @@ class StoreReader:
         self.files = files
         self._handles: dict[int, IO[bytes]] = {}
 
-    def read(self, loc: tuple[int, int]) -> dict[str, Any]:
+    def _line(self, loc: tuple[int, int]) -> bytes:
         f, offset = loc
         fh = self._handles.get(f)
         if fh is None:
             fh = self._handles[f] = open(self.files[f], "rb")
         fh.seek(offset)  # records of one image sit together: this seek stays inside the read buffer
-        return json.loads(fh.readline())
+        return fh.readline()
+
+    def read(self, loc: tuple[int, int]) -> dict[str, Any]:
+        return json.loads(self._line(loc))
 
     def read_sample(self, loc: tuple[int, int]) -> dict[str, Any]:
         """Only a sample's text, token_ends and logprobs: what post-processing reads, decoded in ~60% of
         `read`'s time (token ids, seeds and the rest stay undecoded). Falls back to `read` for any line that
         does not hold each of the three exactly once, in the writer's order and compact separators."""
-        f, offset = loc
-        fh = self._handles.get(f)
-        if fh is None:
-            fh = self._handles[f] = open(self.files[f], "rb")
-        fh.seek(offset)
-        line = fh.readline().decode("utf-8")
+        line = self._line(loc).decode("utf-8")
         # A quote inside a JSON string is escaped, so `"text":"` can only be a key (at any depth): once = ours
         if all(line.count(needle) == 1 for needle in _SAMPLE_FIELDS):
             i = line.find(_SAMPLE_FIELDS[0])
