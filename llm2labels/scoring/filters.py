@@ -45,6 +45,11 @@ def quantile(values: list[float], q: float) -> float:
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
+def percentile_cut(scores: Mapping[str, float], q: float) -> float:
+    """The q-th percentile (q in percent) of a non-empty `scores`: the cut of the percentile filters."""
+    return quantile(list(scores.values()), q / 100.0)
+
+
 class ImageFilter:
     """Base: `name` for logs, `__call__(scores) -> kept scores`."""
 
@@ -73,7 +78,7 @@ class PercentileFilter(ImageFilter):
 
     def cut(self, scores: Mapping[str, float]) -> float:
         """The score a label needs to be kept (the q-quantile); only for a non-empty `scores`."""
-        return quantile(list(scores.values()), self.q / 100.0)
+        return percentile_cut(scores, self.q)
 
     def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
         if not scores:
@@ -110,7 +115,7 @@ class BothFilter(ImageFilter):
     def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
         if not scores:
             return {}
-        cut = quantile(list(scores.values()), self.q / 100.0)
+        cut = percentile_cut(scores, self.q)
         return {label: s for label, s in scores.items() if s >= cut and s >= self.t}
 
 
