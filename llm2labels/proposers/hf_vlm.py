@@ -26,7 +26,6 @@ a resumed run (or use float32) where bit-exact samples matter.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import os
 from typing import Any
@@ -303,11 +302,13 @@ class HFVLMProposer(Proposer):
         """
         generator = self._generator()
         embeds, mask = inputs["inputs_embeds"], inputs["attention_mask"]
-        if samples == 1 or generator.config.is_encoder_decoder or embeds.shape[1] < 2:
-            return self._unshared("one sample per crop" if samples == 1 else "an encoder-decoder model")
+        if samples == 1:
+            return self._unshared("one sample per crop")
+        if generator.config.is_encoder_decoder:
+            return self._unshared("an encoder-decoder model")
+        if embeds.shape[1] < 2:
+            return self._unshared("a one-token prompt")
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        # transformers >= 5.24 names the cache argument `cache`, earlier versions `past_key_values`
-        name = "cache" if "cache" in inspect.signature(generator.forward).parameters else "past_key_values"
         output = generator(
             inputs_embeds=embeds[:, :-1],
             attention_mask=mask[:, :-1],
@@ -315,20 +316,20 @@ class HFVLMProposer(Proposer):
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = output.get(name)
+        cache = output.get("cache")  # the cache argument's name since transformers 5.24 (pinned)
         if cache is None or not hasattr(cache, "batch_repeat_interleave") or any(
             getattr(cache, "is_linear", None) or []
         ):
             return self._unshared("a cache that cannot be repeated by row")  # e.g. a recurrent state
         if self.kv_cache == "dynamic":
             cache.batch_repeat_interleave(samples)
-            return {name: cache}
+            return {"cache": cache}
         # Static: preallocated for prompt + answer, filled layer by layer with the repeated rows (so the
         # B x N copy of the whole dynamic cache is never held beside it).
         static = StaticCache(config=generator.config, max_cache_len=embeds.shape[1] + self.max_new_tokens)
         for prefix, layer in zip(cache.layers, static.layers, strict=True):
             layer.update(prefix.keys.repeat_interleave(samples, 0), prefix.values.repeat_interleave(samples, 0))
-        return {name: static}
+        return {"cache": static}
 
     def _generation(self, ids: list[int], logprobs: list[float]) -> Generation:
         """Cut at the first EOS (excluded), decode, and locate each token's end in the text."""
