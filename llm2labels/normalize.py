@@ -2,18 +2,53 @@
 
 Steps (docs/method.md, "Label normalisation"): lowercase; remove brackets; strip quotes, numbering/bullets and
 edge punctuation; turn underscores into spaces (models writing Python lists often emit ``traffic_light``);
-collapse whitespace; singularise the last word with ``inflect``. Articles are not removed: the method does not
-list that step. The result is a fixed point: ``normalize_label(normalize_label(x)) == normalize_label(x)``.
+collapse whitespace; drop leading articles and determiners ("a car", "the sky", "some trees"); singularise
+the last word with ``inflect``. What is left of a label that is only a number or a Python/JSON literal
+(``1``, ``2.5``, ``None``, ``True``, ``null``) is no label: ''. The result is a fixed point:
+``normalize_label(normalize_label(x)) == normalize_label(x)``.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
+from types import ModuleType
 
-import inflect
 
-_ENGINE = inflect.engine()
+def _import_inflect() -> ModuleType:
+    """inflect without typeguard's runtime type checks.
+
+    inflect wraps its methods in typeguard's `@typechecked`, which rewrites them at import (~1.4 s on a
+    2-core machine: paid by every command) and checks argument types on every call (singular_noun is 3x
+    slower with it). Only `str` is ever passed here, so inflect is imported with `typechecked` as the
+    identity; its results are the same. If inflect is already imported, or typeguard is not there, it is
+    used as it is.
+    """
+    import sys
+
+    if "inflect" in sys.modules:
+        return sys.modules["inflect"]
+    try:
+        import typeguard
+    except ImportError:
+        import inflect
+
+        return inflect
+    checked = typeguard.typechecked
+
+    def identity(target: Callable | None = None, **_kwargs: object) -> Callable:
+        return target if target is not None else (lambda function: function)  # @typechecked(...) too
+
+    typeguard.typechecked = identity
+    try:
+        import inflect
+    finally:
+        typeguard.typechecked = checked
+    return inflect
+
+
+_ENGINE = _import_inflect().engine()
 
 # Brackets never carry label meaning ("[\"sky\"]", "sky (blue)"): replaced by a space, wherever they are
 # (after numbering is stripped, so that "2) cars" loses its ")" as numbering, not as a bracket).
@@ -25,6 +60,11 @@ _LEADING = _QUOTES + "([{<-–—*•·.,;:!?/\\|#>=~ "
 _TRAILING = _QUOTES + ")]}>.,;:!?…*/\\|~-– "
 # Only plain words (letters, hyphen-joined: "t-shirts") go to inflect; "3d", "people's" and "x2" do not.
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+# Leading words that only say which or how many: dropped, repeatedly ("the some trees" -> "trees").
+_DETERMINERS = frozenset("a an the some several many various multiple these those this that another".split())
+# Whole labels that are a value, not a thing: numbers ("1", "-2.5", "1,000", "1e3") and literals.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?")
+_LITERALS = frozenset({"none", "true", "false", "null"})
 
 # Where inflect's singular_noun is wrong for words that occur as labels. Each entry was checked against
 # inflect 7 (tests/test_normalize.py re-checks that inflect still gets it wrong, so stale entries show up).
@@ -66,6 +106,11 @@ def _clean(text: str) -> str:
         previous = text
         text = " ".join(text.replace("_", " ").split()).lstrip(_LEADING).rstrip(_TRAILING)
         text = " ".join(_BRACKETS.sub(" ", _NUMBERING.sub("", text)).split())
+        first, _, rest = text.partition(" ")
+        if first in _DETERMINERS:
+            text = rest
+    if _NUMBER.fullmatch(text) or text in _LITERALS:
+        return ""
     return text
 
 
