@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from llm2labels.classes import load_class_list
+from experiments.grouping_benchmark import ground_truth, prf
+from experiments.grouping_benchmark import pair_counts as assigned_pair_counts
 from llm2labels.grouping.embedding import EmbeddingGrouper, cluster_embeddings
-from llm2labels.normalize import normalize_label
 
 LISTS = ("ade20k_150", "coco_panoptic", "pascal_ctx_59", "ade20k_847")
 REFERENCE = ("ade20k_150", "coco_panoptic")  # class lists that say which scene labels are distinct
@@ -42,36 +41,13 @@ def scene_labels() -> list[str]:
     return text.split("|")
 
 
-def ground_truth(name: str) -> tuple[list[str], list[int]]:
-    """Strings of a class list (normalised, unambiguous) and the index of the class each belongs to."""
-    owners: dict[str, set[int]] = {}
-    for index, info in enumerate(load_class_list(name)):
-        for synonym in info.synonyms:
-            text = normalize_label(synonym)
-            if text:
-                owners.setdefault(text, set()).add(index)
-    strings = sorted(s for s, classes in owners.items() if len(classes) == 1)
-    return strings, [next(iter(owners[s])) for s in strings]
-
-
-def _pairs(counts: Counter) -> int:
-    return sum(n * (n - 1) // 2 for n in counts.values())
-
-
 def pair_counts(clusters: list[list[int]], truth: list[int]) -> tuple[int, int, int]:
-    """(true positive pairs, predicted pairs, true pairs)."""
+    """(true positive pairs, predicted pairs, true pairs) of clusters of row indices against class ids."""
     assigned = [0] * len(truth)
     for cluster_id, rows in enumerate(clusters):
         for row in rows:
             assigned[row] = cluster_id
-    cells = Counter(zip(assigned, truth))
-    return _pairs(cells), _pairs(Counter(assigned)), _pairs(Counter(truth))
-
-
-def _f1(tp: int, predicted: int, true: int) -> tuple[float, float, float]:
-    p = tp / predicted if predicted else 1.0
-    r = tp / true if true else 1.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+    return assigned_pair_counts(assigned, truth)
 
 
 def distinct_pairs(labels: list[str]) -> set[frozenset[str]]:
@@ -112,9 +88,9 @@ def sweep(grouper: EmbeddingGrouper, lists: list[str]) -> list[dict[str, Any]]:
             clusters = cluster_embeddings(vectors[name], threshold, grouper.linkage)
             counts = pair_counts(clusters, truth)
             totals += counts
-            f1s.append(_f1(*counts)[2])
+            f1s.append(prf(*counts)[2])
             sizes.append(len(clusters))
-        p, r, f1 = _f1(*map(int, totals))
+        p, r, f1 = prf(*map(int, totals))
         rows.append({"threshold": threshold, "P": p, "R": r, "F1": f1, "mean_f1": float(np.mean(f1s)),
                      "f1s": f1s, "sizes": sizes,
                      **constraints(scene_vectors, scene, threshold, grouper.linkage, distinct)})

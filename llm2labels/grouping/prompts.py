@@ -162,7 +162,23 @@ class ChatGrouper(ABC):
         # The synsets above already cover every label: report what the LLM itself dropped and invented.
         vocab["dropped"], vocab["invented"] = stats.dropped, stats.invented
         vocab["grouper"].update(dropped=len(stats.dropped), invented=len(stats.invented))
+        review(vocab)
         return vocab
+
+
+def review(vocab: dict[str, Any]) -> None:
+    """Add `suspects` (`suspects.suspect_merges`) to an LLM's vocabulary; null, with the reason in the
+    grouper record, when WordNet cannot be read (the LLM's work is kept either way)."""
+    from llm2labels.grouping.lexicon import Lexicon
+    from llm2labels.grouping.suspects import suspect_merges
+    from llm2labels.grouping.wordnet_data import load_wordnet
+
+    try:
+        vocab["suspects"] = suspect_merges(vocab["synsets"], Lexicon(load_wordnet()))
+        vocab["grouper"]["suspects"] = len(vocab["suspects"])
+    except ConfigError as e:
+        vocab["suspects"] = None
+        vocab["grouper"]["suspects"] = f"not checked: {e}"
 
 
 class ChunkedGrouping:

@@ -161,17 +161,35 @@ def _synsets(page: Page) -> str:
         name, members = str(syn.get("name", "")), [str(m) for m in syn.get("members") or []]
         ref = rank_of.get(members[0] if members else name)
         named = f'<a href="#l{_e(ref)}">{_e(name)}</a>' if ref else _e(name)
+        sense = syn.get("wordnet")
+        tag = f' <small class="wn">{_e(sense)}</small>' if isinstance(sense, str) else ""
         rows.append(f'<div class="row" data-q="{_e(" ".join([name, *members]).lower())}" '
                     f'data-s="{_float(syn.get("score"))}" data-n="{int(_float(syn.get("images")))}">'
-                    f'<span class="rk">{i}</span><b>{named}</b><span>{_e(", ".join(members))}</span>'
+                    f'<span class="rk">{i}</span><b>{named}{tag}</b><span>{_e(", ".join(members))}</span>'
                     f'<span>{_num(syn.get("score"))}</span><span>{_num(syn.get("occ"))}</span>'
                     f'<span>{_e(syn.get("images", ""))}</span></div>')
     head = ('<div class="row hd"><span>#</span><span>synset</span><span>members</span><span>score</span>'
             '<span>occ</span><span>images</span></div>')
     extra = "".join(f'<p class="note">{k} ({len(vocab[k])}): {_e(", ".join(map(str, vocab[k])))}</p>'
-                    for k in ("dropped", "invented") if vocab.get(k))
+                    for k in ("dropped", "invented") if vocab.get(k)) + _suspects(vocab)
     return (f'<section id="vocabulary"><h2>Vocabulary <small id="syn-count">{len(rows)} synsets</small></h2>'
             f'{extra}<div id="synsets" class="list synsets">{head}{"".join(rows)}</div></section>')
+
+
+def _suspects(vocab: dict[str, Any]) -> str:
+    """The LLM's merges of labels WordNet holds as distinct concepts, for review."""
+    items = []
+    for suspect in vocab.get("suspects") or []:
+        if not isinstance(suspect, dict):
+            continue
+        senses = suspect.get("senses") or {}
+        parts = "; ".join(f'{_e(", ".join(map(str, members)))} <small class="wn">{_e(sense)}</small>'
+                          for sense, members in senses.items() if isinstance(members, list))
+        items.append(f"<li><b>{_e(suspect.get('synset', ''))}</b>: {parts}</li>")
+    if not items:
+        return ""
+    return (f'<details class="note"><summary>suspect merges ({len(items)}): synsets whose members WordNet '
+            f'holds as distinct concepts</summary><ul>{"".join(items)}</ul></details>')
 
 
 def _tree(node: Any, seen: set[str], opened: str) -> str:
@@ -181,13 +199,24 @@ def _tree(node: Any, seen: set[str], opened: str) -> str:
         return ""
     seen.add(name)
     children = "".join(_tree(child, seen, opened) for child in node.get("children") or [])
+    sense = node.get("wordnet")
+    label = _e(name)
+    if node.get("implicit"):  # a WordNet concept above several labels, not a label itself
+        label = f'<i class="implicit" title="WordNet concept {_e(sense)}, not a label of the run">{label}</i>'
+    elif isinstance(sense, str):
+        label = f'<span title="WordNet {_e(sense)}">{label}</span>'
     if not children:
-        return f"<li>{_e(name)}</li>"
-    return f"<li><details{opened}><summary>{_e(name)}</summary><ul>{children}</ul></details></li>"
+        return f"<li>{label}</li>"
+    return f"<li><details{opened}><summary>{label}</summary><ul>{children}</ul></details></li>"
 
 
 def _size(forest: list[Any]) -> int:
     return sum(1 + _size(n.get("children") or []) for n in forest if isinstance(n, dict))
+
+
+def _implicit(node: Any) -> bool:
+    return isinstance(node, dict) and (bool(node.get("implicit"))
+                                       or any(_implicit(c) for c in node.get("children") or []))
 
 
 def _hierarchy(page: Page) -> str:
@@ -198,6 +227,9 @@ def _hierarchy(page: Page) -> str:
     body = (f'<p><button type="button" id="expand">expand all</button> '
             f'<button type="button" id="collapse">collapse all</button></p><ul class="tree">{items}</ul>'
             if items else '<p class="note">no hierarchy (this grouper made none, or no label has a parent)</p>')
+    if any(_implicit(node) for node in forest):
+        body = ('<p class="note"><i>Italic</i> names are WordNet concepts that several labels fall under, '
+                'not labels of this run.</p>' + body)
     return f'<section id="hierarchy"><h2>Hierarchy</h2>{body}</section>'
 
 

@@ -59,9 +59,20 @@ def test_text_file_rank_is_line_order(tmp_path, capsys):
     assert {(s["occ"], s["images"]) for s in vocab["synsets"]} == {(0.0, 0)}
 
 
+def test_default_grouper_is_hybrid(labels_csv, capsys):
+    code, out, err = _run(capsys, labels_csv)
+    vocab = json.loads(out)
+    assert code == 0 and err == "" and vocab["grouper"]["name"] == "hybrid"
+    # WordNet: motorbike is a minibike, a kind of motorcycle; their embeddings (cosine 0.81) join them
+    assert [s["members"] for s in vocab["synsets"]] == [["sky"], ["tree"], ["motorbike", "motorcycle"],
+                                                        ["none"], ["building"]]
+    assert [s["wordnet"] for s in vocab["synsets"]] == ["sky.n.01", "tree.n.01", "minibike.n.01", None,
+                                                        "building.n.01"]
+
+
 def test_out_dir_gets_vocabulary_and_every_export(labels_csv, tmp_path, capsys):
     out_dir = tmp_path / "vocab"
-    code, out, err = _run(capsys, labels_csv, "-o", out_dir, "--threshold", "0.9")
+    code, out, err = _run(capsys, labels_csv, "-o", out_dir, "--grouper", "embedding", "--threshold", "0.9")
     assert code == 0 and out == "" and "6 synsets from 6 labels" in err
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(FILES.values())
     vocab = json.loads((out_dir / "vocabulary.json").read_text())
@@ -73,8 +84,9 @@ def test_out_dir_gets_vocabulary_and_every_export(labels_csv, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--grouper", "nope"], "error: no grouper config"),
     (["--grouper", "none", "--threshold", "0.5"], "error: --threshold: grouper none has no threshold"),
-    (["--threshold", "1.5"], "error: grouper=embedding: threshold must be"),
-    (["linkage=ward"], "error: grouper=embedding: linkage must be one of"),
+    (["--threshold", "1.5"], "error: grouper=hybrid: threshold must be"),
+    (["batch_size=0"], "error: grouper=hybrid: batch_size must be an integer >= 1"),
+    (["--grouper", "embedding", "linkage=ward"], "error: grouper=embedding: linkage must be one of"),
     (["foo=1"], "error: Could not override 'grouper.foo'."),
 ])
 def test_user_errors_are_one_line_exit_2(labels_csv, capsys, argv, message):

@@ -237,3 +237,26 @@ def test_grouper_configs_instantiate(make_cfg: Any) -> None:
         ("meta-llama/Llama-2-7b-chat-hf", 4096, 1024, 2)
     assert (small.model_id, small.context_tokens, small.dtype, small.device) == ("tiny", 512, "float32", "cpu")
     assert isinstance(remote, OpenAICompatGrouper) and remote.url == "http://localhost:8000/v1/chat/completions"
+
+
+def test_merges_of_distinct_wordnet_synsets_are_reported_as_suspects() -> None:
+    llm = ScriptedLLM(['{"synsets": {"car": ["car", "automobile", "truck"], "sofa": ["sofa", "couch"],'
+                       ' "gizmo": ["gizmo", "qzxv"]}}'])
+    vocab = llm(ranked(["car", "automobile", "truck", "sofa", "couch", "gizmo", "qzxv"]))
+    # car.n.01 holds "automobile"; truck.n.01 is another synset; sofa.n.01 holds "couch"; "qzxv" is unknown
+    assert [(s["synset"], s["senses"]) for s in vocab["suspects"]] == [
+        ("car", {"car.n.01": ["car", "automobile"], "truck.n.01": ["truck"]})]
+    assert vocab["suspects"][0]["definitions"]["truck.n.01"] == "an automotive vehicle suitable for hauling"
+    assert vocab["grouper"]["suspects"] == 1
+
+
+def test_suspects_are_null_when_wordnet_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm2labels.grouping import wordnet_data
+
+    def missing() -> None:
+        raise ConfigError("WordNet not found (...): reinstall llm2labels")
+
+    monkeypatch.setattr(wordnet_data, "load_wordnet", missing)
+    vocab = ScriptedLLM(['{"synsets": {"car": ["car", "truck"]}}'])(ranked(["car", "truck"]))
+    assert vocab["suspects"] is None and vocab["grouper"]["suspects"].startswith("not checked: WordNet not found")
+    assert [s["members"] for s in vocab["synsets"]] == [["car", "truck"]]  # the LLM's work is kept
