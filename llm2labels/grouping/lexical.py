@@ -83,7 +83,7 @@ def lexical_groups(labels: Sequence[str], lexicon: Lexicon, model: SenseModel,
         below = modifier = None
         split = lexicon.compound(term[0]) if synset is None else None
         if split is not None:  # an unknown compound: a kind of its head (read as the vocabulary reads it)
-            below = sense_of.get(split[1]) or lexicon.senses(split[1])[0].synset
+            below = sense_of.get(split[1]) or next((s.synset for s in lexicon.senses(split[1])), None)
             modifier = sense_of.get(split[0]) or next((s.synset for s in lexicon.senses(split[0])), None)
         group = Group(list(term), synset, below, modifier)
         groups.append(group)

@@ -151,7 +151,7 @@ class Lexicon:
         words = normalize_label(label).split()
         for start in range(1, len(words)):
             suffix = " ".join(words[start:])
-            if self._lookup(suffix.replace(" ", "_")):
+            if self.senses(suffix):  # as a label of its own ("xyz a" has no head: "a" is no label)
                 return " ".join(words[:start]), suffix
         return None
 

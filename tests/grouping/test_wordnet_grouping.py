@@ -126,11 +126,14 @@ def test_unknown_compound_sits_below_its_head(wordnet: WordNetGrouper, hybrid: H
 
 
 pool = st.sampled_from(HAND + ["mouse", "keyboard", "wooden bench", "qzxv", "None", "1", "", "palm tree",
-                               "Trees", "a car", "tile floor", "floor tile", "sky blue"])
+                               "Trees", "a car", "tile floor", "floor tile", "sky blue", "xyz a", "the as",
+                               "red the car", "s", "'s", "a-b", "cell - phone", "___"])
+words = st.text(st.sampled_from("ab -'_.sxyz"), max_size=8)  # odd spacing, determiners, one-letter nouns
+label = pool | words | st.text(max_size=6)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(labels=st.lists(pool, unique=True, max_size=14))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.lists(label, unique=True, max_size=14))
 def test_every_label_in_exactly_one_synset(wordnet: WordNetGrouper, hybrid: HybridGrouper, labels) -> None:
     for grouper in (wordnet, hybrid):
         vocab = grouper(ranked(labels))
