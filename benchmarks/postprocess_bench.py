@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llm2labels.classes import load_class_list
+from llm2labels.data.images import DEFAULT_MAX_PIXELS
 from llm2labels.grid import Crop, sample_seed
 from llm2labels.store import SampleStore, sample_key
 
@@ -174,14 +175,14 @@ def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path, worke
                       aggregator=TokenAggregator("product"), scorer=occ_prob, grouper=None, tracker=None)
     uids = [image_uid(i, fp["seed"]) for i in range(limit)]
     entries = [ImageEntry(Path(image_path(i)), image_path(i)) for i in range(limit)]
-    crops, skipped = [Crop(CROP.key, CROP.box, fp["samples"])], []
+    crops = [Crop(CROP.key, CROP.box, fp["samples"])]
     workers = workers or default_workers()
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = SampleStore(root, fp)
     store.refresh()
     t1 = time.perf_counter()
-    scored = app.score_all(entries, uids, crops, store, parts, "max", out_dir / "images.jsonl", skipped,
-                           workers)
+    usable, skipped = app.select(entries, uids, crops, store, DEFAULT_MAX_PIXELS)
+    scored = app.score_all(usable, store, parts, "max", out_dir / "images.jsonl", workers)
     ranker = rank_images(scored)
     ranked = ranker.rank(parts.scorer)
     t2 = time.perf_counter()

@@ -147,21 +147,20 @@ class Bench:
 
     def items(self) -> list[ImageWork]:
         with tempfile.TemporaryDirectory() as root:
-            return plan(self.entries, self.uids, self.crops, self.cfg.seed, self.store(Path(root)))
+            return plan(self.entries, self.uids, self.crops, self.cfg.seed, self.store(Path(root)), self.max_pixels)
 
     def pipeline(self, root: Path) -> tuple[dict[str, float], SampleStore]:
         """One proposal stage into a fresh store under `root`: generate (Lightning) + refresh + parse."""
         store = self.store(root)
-        items = plan(self.entries, self.uids, self.crops, self.cfg.seed, store)
+        items = plan(self.entries, self.uids, self.crops, self.cfg.seed, store, self.max_pixels)
         self.setup_s = 0.0
         t0, cpu0 = time.perf_counter(), time.process_time()
         app.generate(self.cfg, self.parts.proposer, store, items, self.max_pixels)
         t1 = time.perf_counter()
         store.refresh()
         t2 = time.perf_counter()
-        skipped: list[dict[str, str]] = []
-        scored = list(app.score_all(self.entries, self.uids, self.crops, store, self.parts, self.cfg.pool,
-                                    root / "images.jsonl", skipped))
+        usable, skipped = app.select(self.entries, self.uids, self.crops, store, self.max_pixels)
+        scored = list(app.score_all(usable, store, self.parts, self.cfg.pool, root / "images.jsonl"))
         t3, cpu3 = time.perf_counter(), time.process_time()
         if len(scored) != len(self.entries) or skipped:
             raise RuntimeError(f"scored {len(scored)} of {len(self.entries)} images: {skipped}")

@@ -57,9 +57,10 @@ def load_class_list(name_or_path: str | Path) -> list[ClassInfo]:
         content = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read class list {text}: {e}") from e
-    if source.name.lower().endswith(".json"):
-        return _parse_json(content, text)
-    return _parse_txt(content, text)
+    classes = _parse_json(content, text) if source.name.lower().endswith(".json") else _parse_txt(content, text)
+    if not classes:
+        raise ConfigError(f"class list {text} has no classes: give a list with at least one class")
+    return classes
 
 
 def _dedupe(names: list[str]) -> tuple[str, ...]:

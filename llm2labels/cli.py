@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from omegaconf.errors import MissingMandatoryValue
 
-from llm2labels.errors import ConfigError, ImageError
+from llm2labels.errors import ConfigError, ImageError, StorageError
 from llm2labels.grouping.openai_compat import GrouperError
 from llm2labels.proposers.base import MissingWeightsError
 
-_USER_ERRORS = (ConfigError, ImageError, MissingWeightsError, GrouperError)
+_USER_ERRORS = (ConfigError, ImageError, StorageError, MissingWeightsError, GrouperError)
 
 
 def user_error(err: BaseException) -> str | None:

@@ -17,9 +17,19 @@ class Crop:
     samples: int
 
     def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """The crop in pixels; tiles share edges exactly, so a 2x2 grid covers every pixel once."""
-        left, top, right, bottom = self.box
-        return (round(left * width), round(top * height), round(right * width), round(bottom * height))
+        return pixel_box(self.box, width, height)
+
+
+def pixel_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """A relative crop box in pixels. Tiles share edges exactly, so a 2x2 grid covers every pixel once; a
+    crop is at least one pixel wide and high, so a grid over a tiny image (1x1) repeats its pixels rather
+    than giving empty crops."""
+    left, top = min(round(box[0] * width), width - 1), min(round(box[1] * height), height - 1)
+    right, bottom = max(round(box[2] * width), left + 1), max(round(box[3] * height), top + 1)
+    return left, top, right, bottom
+
+
+MAX_SAMPLES = 256  # samples per crop; the paper uses at most 8, and every sample is a full generation
 
 
 class Grid:
@@ -32,8 +42,9 @@ class Grid:
 
     def __init__(self, name: str = "base", whole: int = 8, rows: int = 2, cols: int = 2, tile: int = 0) -> None:
         for key, value in {"whole": whole, "tile": tile}.items():
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"grid.{key} must be an integer >= 0 (samples per crop), got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAMPLES:
+                raise ConfigError(f"grid.{key} must be a whole number in [0, {MAX_SAMPLES}] (samples per crop), "
+                                  f"got {value!r}")
         for key, value in {"rows": rows, "cols": cols}.items():
             if not isinstance(value, int) or not 1 <= value <= 16:
                 raise ConfigError(f"grid.{key} must be an integer in [1, 16], got {value!r}")

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from llm2labels.errors import ConfigError
-from llm2labels.scoring.rank import RankedLabel
+from llm2labels.runfiles import read_ranked_labels
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config root run.py uses
-_CSV_COLUMNS = ("rank", "label", "score", "occ", "prob", "images")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,52 +41,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="the grouper's threshold (hybrid, embedding: minimum cosine)")
     parser.add_argument("--conf-dir", type=Path, default=CONF_DIR, help=f"Hydra config root holding grouper/*.yaml (default: {CONF_DIR})")
     return parser.parse_intermixed_args(argv)  # key=value overrides may follow options
-
-
-def _unique(rows: list[RankedLabel]) -> list[RankedLabel]:
-    """First row of each label, re-ranked 1..n in the given order (other figures kept)."""
-    firsts: dict[str, RankedLabel] = {}
-    for row in rows:
-        firsts.setdefault(row.label, row)
-    for rank, row in enumerate(firsts.values(), start=1):
-        row.rank = rank
-    return list(firsts.values())
-
-
-def read_ranked(path: Path) -> list[RankedLabel]:
-    """The ranked list from a labels.csv or a one-label-per-line text file (see the module docstring)."""
-    if not path.is_file():
-        raise ConfigError(f"labels file {path} not found: give a run's labels.csv or a text file, one label a line")
-    if path.suffix.lower() == ".csv":
-        return _read_csv(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read labels file {path}: {e}") from e
-    labels = dict.fromkeys(line.strip() for line in lines if line.strip())
-    return [RankedLabel(i, label, 1.0 / i, 0.0, 0.0, 0, []) for i, label in enumerate(labels, start=1)]
-
-
-def _read_csv(path: Path) -> list[RankedLabel]:
-    import pandas as pd
-
-    try:  # keep_default_na=False: "none", "nan" and "null" are labels, not missing values
-        frame = pd.read_csv(path, dtype={"label": str, "surface_forms": str}, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ConfigError(f"cannot read labels file {path}: {str(e).splitlines()[0]}") from e
-    missing = [c for c in _CSV_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"{path} lacks column(s) {', '.join(missing)}: expected a run's labels.csv "
-                          f"({', '.join(_CSV_COLUMNS)}), or give a .txt file with one label per line")
-    try:
-        frame = frame.sort_values("rank", kind="stable")
-        rows = [RankedLabel(int(r["rank"]), str(r["label"]).strip(), float(r["score"]), float(r["occ"]),
-                            float(r["prob"]), int(r["images"]),
-                            [f for f in str(r.get("surface_forms", "")).split("|") if f])
-                for r in frame.to_dict("records")]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: a rank/score/occ/prob/images value is not a number ({e})") from e
-    return _unique([r for r in rows if r.label])
 
 
 def build_grouper(name: str, conf_dir: Path, overrides: list[str], threshold: float | None) -> Any:
@@ -131,7 +84,7 @@ def _one_line(err: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        ranked = read_ranked(args.labels)
+        ranked = read_ranked_labels(args.labels)
         grouper = build_grouper(args.grouper, args.conf_dir, args.overrides, args.threshold)
         vocab = grouper(ranked)
         if args.out is None:

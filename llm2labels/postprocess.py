@@ -30,7 +30,7 @@ from llm2labels.normalize import normalize_label
 from llm2labels.parsing import _CLEAN_ITEMS, _CLEAN_LIST, MAX_WORDS, parse_labels, token_indices
 from llm2labels.scoring.aggregate import TokenAggregator, check_probability, pool_grouped
 from llm2labels.scoring.rank import DatasetRanker
-from llm2labels.store import StoreReader
+from llm2labels.store import DamagedRecord, StoreReader
 
 #: One image to score from the store: (uid, path, where each of its samples is, in sample order).
 StoredImage = tuple[str, str, list[tuple[int, int]]]
@@ -51,6 +51,7 @@ class ImageResult:
     labels: dict[str, tuple[float, int]]
     kept: dict[str, float]
     surface: dict[str, list[str]] = field(default_factory=dict)
+    damaged: list[tuple[int, int]] = field(default_factory=list)  # its records that are not samples: unscored
 
 
 def label_spans(text: str) -> list[tuple[str, int, int]]:
@@ -155,14 +156,33 @@ def image_line(result: ImageResult) -> str:
     return json.dumps({"path": result.path, "uid": result.uid, "kept": result.kept, "labels": result.labels})
 
 
+def read_samples(reader: StoreReader, locs: Sequence[tuple[int, int]]
+                 ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """An image's samples, and the locations of those that are damaged (DamagedRecord)."""
+    samples, damaged = [], []
+    for loc in locs:
+        try:
+            samples.append(reader.read_sample(loc))
+        except DamagedRecord:
+            damaged.append(loc)
+    return samples, damaged
+
+
 def score_chunk(images: Sequence[StoredImage], reader: StoreReader, scoring: Scoring,
                 normalized: dict[str, str]) -> tuple[str, list[ImageResult]]:
-    """Score consecutive images: their images.jsonl lines (one string) and results without `labels`."""
-    results = [score_image(uid, path, [reader.read_sample(loc) for loc in locs], scoring.aggregate,
-                           scoring.pool, scoring.image_filter, normalized) for uid, path, locs in images]
+    """Score consecutive images: their images.jsonl lines (one string) and results without `labels`. An
+    image with a damaged record is not scored: its result lists the damaged locations, and it has no line."""
+    results = []
+    for uid, path, locs in images:
+        samples, damaged = read_samples(reader, locs)
+        if damaged:
+            results.append(ImageResult(uid, path, {}, {}, damaged=damaged))
+            continue
+        results.append(score_image(uid, path, samples, scoring.aggregate, scoring.pool, scoring.image_filter,
+                                   normalized))
     if len(normalized) > 1 << 18:  # bounded like normalize_label's own cache
         normalized.clear()
-    lines = "".join(image_line(r) + "\n" for r in results)
+    lines = "".join(image_line(r) + "\n" for r in results if not r.damaged)
     for r in results:
         r.labels = {}
     return lines, results

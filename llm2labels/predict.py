@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from llm2labels.data.images import load_rgb
-from llm2labels.errors import ImageError
+from llm2labels.errors import ImageError, LimitError
+from llm2labels.grid import pixel_box
 from llm2labels.proposers.base import CropRequest, Proposer
 from llm2labels.store import SampleStore, StoreWriter, sample_key, skip_key
 from llm2labels.work import CropWork, ImageWork
@@ -34,14 +35,16 @@ class ProposalDataset(Dataset):
             return {"work": work, "error": None, "crops": []}
         try:
             image = load_rgb(work.path, max_pixels=self.max_pixels)
-        except ImageError as err:
-            return {"work": work, "error": str(err), "crops": []}
+        except ImageError as err:  # a limit of this run's is remembered under that limit only
+            limit = self.max_pixels if isinstance(err, LimitError) else None
+            return {"work": work, "error": str(err), "limit": limit, "crops": []}
         w, h = image.size
         crops = []
         for c in work.crops:
-            box = (round(c.box[0] * w), round(c.box[1] * h), round(c.box[2] * w), round(c.box[3] * h))
+            box = pixel_box(c.box, w, h)
             crops.append(image.crop(box) if box != (0, 0, w, h) else image)
         return {"work": work, "error": None, "crops": crops, "size": (w, h)}
+
 
 
 def _collate(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,8 +68,8 @@ class ProposalModule(L.LightningModule):
         for item in batch:
             work: ImageWork = item["work"]
             if item["error"] is not None:
-                records.append({"key": skip_key(work.uid), "image": work.uid, "path": work.rel,
-                                "reason": item["error"]})
+                records.append({"key": skip_key(work.uid, item.get("limit")), "image": work.uid,
+                                "path": work.rel, "reason": item["error"]})
                 continue
             for crop, image in zip(work.crops, item["crops"]):
                 requests.append(CropRequest(image, [seed for _, seed in crop.samples]))

@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from llm2labels.report_assets.page import Evidence, Page, Picture, render
+from llm2labels.textio import write_atomic
 
 # Where images are: the dataset root, or rel path (images.jsonl "path") -> the file or the root it is under.
 RootOf = Path | str | Callable[[str], Path] | Mapping[str, Path] | None
@@ -191,8 +192,4 @@ def write_report(out_dir: Path, dataset_root_of: RootOf, thumbnails: int = 4, th
         config=_read_text(out_dir / ".hydra" / "config.yaml"),
         overrides=_read_text(out_dir / ".hydra" / "overrides.yaml"), thumb_px=thumb_px,
     )
-    path = out_dir / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(page), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out_dir / REPORT_NAME, render(page))

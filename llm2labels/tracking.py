@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import ConfigError, int_at_least
 
 _MODES = ("offline", "online", "disabled")
 
@@ -48,6 +48,8 @@ class WandbTracker:
                  group: str | None = None, tags: list[str] | None = None, max_table_rows: int = 5000) -> None:
         if mode not in _MODES:
             raise ConfigError(f"logger.mode must be one of {_MODES}, got {mode!r}")
+        if not int_at_least(max_table_rows, 0):
+            raise ConfigError(f"logger.max_table_rows must be a whole number >= 0, got {max_table_rows!r}")
         self.project, self.mode, self.entity, self.group = project, mode, entity, group
         self.tags, self.max_table_rows = list(tags or []), max_table_rows
 

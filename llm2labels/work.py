@@ -8,7 +8,7 @@ from typing import Any
 
 from llm2labels.grid import Crop, Grid, sample_seed
 from llm2labels.proposers.base import Proposer
-from llm2labels.store import SampleStore, sample_key, skip_key
+from llm2labels.store import SampleStore, sample_key
 
 
 @dataclass
@@ -35,11 +35,12 @@ def effective_crops(grid: Grid, proposer: Proposer) -> list[Crop]:
 
 
 def plan(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], seed: int,
-         store: SampleStore) -> list[ImageWork]:
-    """Work items for the images whose samples are not all in the store (one item per distinct content)."""
+         store: SampleStore, max_pixels: int) -> list[ImageWork]:
+    """Work items for the images whose samples are not all in the store (one item per distinct content),
+    leaving out the files the store knows to be unusable under `max_pixels` (SampleStore.skip_reason)."""
     items: dict[str, ImageWork] = {}
     for entry, uid in zip(entries, uids):
-        if uid in items or skip_key(uid) in store:
+        if uid in items or store.skip_reason(uid, max_pixels) is not None:
             continue
         work = ImageWork(str(entry.path), entry.rel, uid)
         for c in crops:

@@ -149,9 +149,10 @@ def test_workers_give_the_same_images_jsonl_ranking_and_skips_as_one_process(tmp
     crops = [Crop("full", (0.0, 0.0, 1.0, 1.0), 3)]
     runs = {}
     for workers in (1, 2, 3):
-        out, skipped = tmp_path / f"w{workers}.jsonl", []
+        out = tmp_path / f"w{workers}.jsonl"
+        usable, skipped = app.select(entries, uids, crops, store, max_pixels=10**8)
         with patch.object(postprocess, "CHUNK", 7):  # 84 usable images: 12 chunks, shared out unevenly
-            results = list(app.score_all(entries, uids, crops, store, parts, "max", out, skipped, workers))
+            results = list(app.score_all(usable, store, parts, "max", out, workers))
         runs[workers] = (out.read_bytes(), skipped, rank_images(results).rank(occ_prob), results)
     serial_jsonl, serial_skipped, serial_ranked, serial_results = runs[1]
     missing = "samples missing (generation did not finish)"

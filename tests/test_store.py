@@ -128,7 +128,6 @@ def test_read_sample_decodes_only_what_postprocessing_needs_and_falls_back(tmp_p
     odd = [
         {**sample, "key": "u|full|1", "meta": {"text": "nested"}},  # "text" twice: full decode
         {"key": "u|full|2", "logprobs": [-1.0], "token_ends": [3], "text": "['a']"},  # another key order
-        {"key": "u|full|3", "text": "['a']"},  # fields missing: the full record
     ]
     store = SampleStore(tmp_path, FP)
     w = store.writer()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -56,6 +58,7 @@ class FolderDataset:
         self.seed = seed
         self.max_pixels = max_pixels
         self._entries: list[ImageEntry] | None = None
+        self.not_listed: dict[str, Any] = {}  # what the scan passed over (see _scan), for summary.json
 
     def entries(self) -> list[ImageEntry]:
         """The dataset's images, sorted by `rel` (a fresh list; the scan itself is cached)."""
@@ -65,7 +68,7 @@ class FolderDataset:
 
     def _find(self) -> list[ImageEntry]:
         """Every candidate image, sorted by `rel` (before `limit`); raises ConfigError when there is none."""
-        found = _scan(self.root, self.extensions)
+        found = _scan(self.root, self.extensions, self.not_listed)
         if not found:
             exts = " ".join(self.extensions)
             raise ConfigError(f"no image files ({exts}) found under {self.root}")
@@ -112,15 +115,38 @@ def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
     return normalised
 
 
-def _scan(root: Path, extensions: tuple[str, ...]) -> list[ImageEntry]:
-    """All files below `root` whose extension matches (any case), not inside or named like hidden ones."""
+def _scan(root: Path, extensions: tuple[str, ...], notes: dict[str, Any] | None = None) -> list[ImageEntry]:
+    """All files below `root` whose extension matches (any case), not inside or named like hidden ones.
+
+    `notes`, when given, receives what was passed over without a word: `unreadable_folders` (relative
+    paths, with the reason) and `other_files` (counts by extension) of files this dataset does not take.
+    """
     found = []
-    for folder, dirs, files in os.walk(root):  # followlinks=False: a symlinked folder cannot loop forever
+    unreadable: list[dict[str, str]] = []
+    others: Counter[str] = Counter()
+
+    def refused(error: OSError) -> None:
+        where = Path(error.filename or root)
+        rel = where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where)
+        unreadable.append({"path": rel, "reason": error.strerror or str(error)})
+
+    # followlinks=False: a symlinked folder cannot loop forever
+    for folder, dirs, files in os.walk(root, onerror=refused):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for file in files:
-            if file.startswith(".") or os.path.splitext(file)[1].lower() not in extensions:
+            if file.startswith("."):
+                continue
+            extension = os.path.splitext(file)[1].lower()
+            if extension not in extensions:
+                others[extension or "(none)"] += 1
                 continue
             path = Path(folder, file)
             found.append(ImageEntry(path=path, rel=path.relative_to(root).as_posix()))
     found.sort(key=lambda e: e.rel)
+    if notes is not None:
+        notes.clear()
+        if unreadable:
+            notes["unreadable_folders"] = sorted(unreadable, key=lambda u: u["path"])
+        if others:
+            notes["other_files"] = dict(sorted(others.items()))
     return found

@@ -6,7 +6,9 @@ dataset run can record the file in its skip list and go on.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from llm2labels.errors import ConfigError, ImageError
+from llm2labels.errors import ConfigError, ImageError, LimitError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -52,14 +54,21 @@ def _one_line(error: BaseException) -> str:
 
 def _check_file(path: Path) -> None:
     try:
-        if not path.exists():
-            raise ImageError("file not found")
-        if not path.is_file():
-            raise ImageError("not a regular file")
-        if path.stat().st_size == 0:
-            raise ImageError("empty file (0 bytes)")
+        st = path.stat()  # follows links: a loop or a dangling link fails here
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError("symbolic link loop") from e
+        if e.errno == errno.ENOENT:
+            raise ImageError("dangling symbolic link" if path.is_symlink() else "file not found") from e
+        if e.errno == errno.EACCES:
+            raise ImageError("permission denied") from e
         raise ImageError(f"cannot read file: {_one_line(e)}") from e
+    if not path.is_file():
+        raise ImageError("not a regular file")
+    if st.st_size == 0:
+        raise ImageError("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise ImageError("permission denied")
 
 
 def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -78,12 +87,14 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         with img:
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageError(f"too large: {width}x{height} pixels > limit {max_pixels}")
+                raise LimitError(f"too large: {width}x{height} pixels > limit {max_pixels}")
             img.load()  # decode now, so that truncated or corrupt data fails here and not in a model
             upright = ImageOps.exif_transpose(img)
             return to_rgb(upright)
     except ImageError:
         raise
+    except PermissionError as e:
+        raise ImageError("permission denied") from e
     except UnidentifiedImageError as e:
         raise ImageError("not an image") from e
     except Image.DecompressionBombError as e:

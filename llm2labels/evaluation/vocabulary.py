@@ -18,8 +18,6 @@ ranks are counted, so a tagger cannot earn precision by repeating a label; `#L` 
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 from collections.abc import Collection, Sequence
@@ -196,20 +194,19 @@ def read_ranked(path: str | Path) -> list[Entry]:
       labels or lists of labels;
     - anything else: plain text, one label per line, blank lines skipped.
     """
+    from llm2labels.runfiles import read_label_column, read_lines
+
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read ranked list {path}: {e}") from e
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if "label" not in (reader.fieldnames or []):
-            raise ConfigError(f"{path}: no 'label' column (columns: {reader.fieldnames}); give a labels.csv")
-        return [row["label"] for row in reader if (row["label"] or "").strip()]
+        return list(read_label_column(path))
     if suffix == ".json":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read ranked list {path}: {e}") from e
         return _json_entries(text, path)
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return list(read_lines(path))
 
 
 def _json_entries(text: str, path: Path) -> list[Entry]:

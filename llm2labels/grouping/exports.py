@@ -20,13 +20,13 @@ import colorsys
 import csv
 import io
 import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from llm2labels.grouping.hierarchy import parents, roots
+from llm2labels.textio import write_atomic
 
 FILES = {"vocabulary": "vocabulary.json", "openseg": "openseg.txt", "coco": "coco_categories.json",
          "label_studio": "label_studio.xml", "csv": "vocabulary.csv"}
@@ -36,11 +36,7 @@ _XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # not al
 
 def _write_text(path: str | Path, text: str) -> Path:
     """Write atomically (temp file + rename), so a killed process never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, text)
 
 
 def _names(synset: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import int_at_least, require
 from llm2labels.proposers.base import CropRequest, Generation, Proposer, token_ends_from_pieces
 
 _NAMES = ("wordnet", "clean")
@@ -27,12 +27,15 @@ class ImageNetProposer(Proposer):
     logprob_mode = "raw"
 
     def __init__(self, top_k: int = 5, image_size: int = 224, names: str = "wordnet", batch_size: int = 32) -> None:
-        if not 1 <= top_k <= 1000:
-            raise ConfigError(f"proposer.top_k must be in [1, 1000], got {top_k}")
-        if names not in _NAMES:
-            raise ConfigError(f"proposer.names must be one of {_NAMES}, got {names!r}")
-        if batch_size < 1:
-            raise ConfigError(f"proposer.batch_size must be >= 1, got {batch_size}")
+        require({
+            f"top_k must be a whole number in [1, 1000], got {top_k!r}": int_at_least(top_k, 1) and top_k <= 1000,
+            f"names must be one of {_NAMES}, got {names!r}": names in _NAMES,
+            f"batch_size must be a whole number >= 1 (crops per forward pass), got {batch_size!r}":
+                int_at_least(batch_size, 1),
+            # the network was trained at 224 px; far above that only costs memory (1024 px: ~1 GB a batch)
+            f"image_size must be a whole number in [32, 1024] (pixels), got {image_size!r}":
+                int_at_least(image_size, 32) and image_size <= 1024,
+        }, "proposer=imagenet: ")
         self.top_k, self.image_size, self.names, self.batch_size = top_k, image_size, names, batch_size
         self._model: torch.nn.Module | None = None
         self._labels: list[str] = []

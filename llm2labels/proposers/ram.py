@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from llm2labels.errors import ConfigError
+from llm2labels.errors import ConfigError, int_at_least
 from llm2labels.proposers.base import CropRequest, Generation, Proposer, token_ends_from_pieces
 
 INSTALL = "pip install git+https://github.com/xinyu1205/recognize-anything.git"
@@ -51,8 +51,8 @@ class RAMProposer(Proposer):
             raise ConfigError(f"proposer.image_size must be 224 or 384 (its configs), got {image_size}")
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ConfigError(f"proposer.threshold must be in (0, 1) or null, got {threshold}")
-        if batch_size < 1:
-            raise ConfigError(f"proposer.batch_size must be >= 1, got {batch_size}")
+        if not int_at_least(batch_size, 1):
+            raise ConfigError(f"proposer.batch_size must be a whole number >= 1, got {batch_size!r}")
         self.variant, self.checkpoint, self.image_size = variant, checkpoint, image_size
         self.threshold, self.batch_size = threshold, batch_size
         self._model: torch.nn.Module | None = None

@@ -7,6 +7,8 @@ one JSON array that label rows index into.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 from dataclasses import dataclass
@@ -262,8 +264,12 @@ def render(page: Page) -> str:
     links = [("run", "Run"), ("metrics", "Metrics"), ("labels-section", "Labels"), ("vocabulary", "Vocabulary"),
              ("hierarchy", "Hierarchy"), ("skipped", "Skipped"), ("config", "Config")]
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in links if a != "metrics" or page.metrics is not None)
+    script = _asset("report.js")
+    # Only this exact script may run (its hash), so a label or file name that escaped its escaping could
+    # never become a script; the JSON block below is data (type application/json), never executed.
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = ("default-src 'none'; img-src data: file: 'self'; style-src 'unsafe-inline'; "
-           "script-src 'unsafe-inline'")
+           f"script-src 'sha256-{digest}'")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -271,4 +277,4 @@ def render(page: Page) -> str:
             f'<header><h1>llm2labels report <small>{_e(page.title)}</small></h1><nav>{nav}</nav></header>'
             f'<main>{"".join(sections)}</main>'
             f'<script id="report-data" type="application/json">{_script_data(page)}</script>'
-            f"<script>{_asset('report.js')}</script></body></html>\n")
+            f"<script>{script}</script></body></html>\n")

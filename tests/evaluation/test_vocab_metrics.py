@@ -193,5 +193,5 @@ def test_read_ranked_formats(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         read_ranked(tmp_path / "missing.txt")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="no 'label' column"):
+    with pytest.raises(ConfigError, match=r"lacks column\(s\) label"):
         read_ranked(tmp_path / "bad.csv")

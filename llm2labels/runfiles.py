@@ -1,0 +1,96 @@
+"""Reading a run's ranked list back: labels.csv (or any CSV with a `label` column), and one-label-a-line text.
+
+One reader for every command that takes a ranked list (`group`, `evaluate`), so a file is accepted or
+refused the same way everywhere. CSVs are parsed by the standard library in strict mode (an unterminated
+quote is an error, not a label that swallows the rest of the file) with no field-size limit; every value
+is text ("none", "nan" and "null" are labels). Every problem is one ConfigError line naming the file.
+Standard library only: `evaluate` stays a light command.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llm2labels.errors import ConfigError
+
+if TYPE_CHECKING:
+    from llm2labels.scoring.rank import RankedLabel
+
+LABELS_CSV_COLUMNS = ("rank", "label", "score", "occ", "prob", "images")
+
+
+def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV as strings, in file order; ConfigError if unreadable or missing a `required` column."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    csv.field_size_limit(sys.maxsize)  # a 50 MB label is odd, not an error
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise ConfigError(f"cannot read {path} line {reader.line_num}: {e} (a quote left open?)") from e
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(f"{path} lacks column(s) {', '.join(missing)}: expected a run's labels.csv "
+                          f"({', '.join(LABELS_CSV_COLUMNS)}), or give a .txt file with one label per line")
+    return [{k: v if v is not None else "" for k, v in row.items() if k is not None} for row in rows]
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-blank lines, stripped, in order."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _number(row: dict[str, str], key: str, path: Path, whole: bool = False) -> float:
+    value = float(row[key])  # ValueError for text
+    if not math.isfinite(value) or (whole and value != int(value)):
+        raise ValueError(f"{key}={row[key]!r}")
+    return value
+
+
+def read_ranked_labels(path: str | Path) -> list[RankedLabel]:
+    """The ranked list of a labels.csv (rows in rank order) or of a text file (rank = line order,
+    score = 1/rank, occ = prob = images = 0). Blank labels are skipped; a label given twice keeps its first
+    (best) row, and ranks are renumbered 1..n."""
+    from llm2labels.scoring.rank import RankedLabel
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"labels file {path} not found: give a run's labels.csv or a text file, one label a line")
+    if path.suffix.lower() != ".csv":
+        labels = dict.fromkeys(read_lines(path))
+        return [RankedLabel(i, label, 1.0 / i, 0.0, 0.0, 0, []) for i, label in enumerate(labels, start=1)]
+    rows = []
+    for number, row in enumerate(read_csv(path, LABELS_CSV_COLUMNS), start=2):
+        try:
+            rows.append(RankedLabel(
+                int(_number(row, "rank", path, whole=True)), row["label"].strip(), _number(row, "score", path),
+                _number(row, "occ", path), _number(row, "prob", path), int(_number(row, "images", path, whole=True)),
+                [f for f in row.get("surface_forms", "").split("|") if f]))
+        except (ValueError, OverflowError) as e:
+            raise ConfigError(f"{path} line {number}: rank, score, occ, prob and images must be finite numbers "
+                              f"(rank and images whole), got {e}") from e
+    rows.sort(key=lambda r: r.rank)  # stable: equal ranks keep file order
+    firsts: dict[str, RankedLabel] = {}
+    for row in rows:
+        if row.label:
+            firsts.setdefault(row.label, row)
+    for rank, row in enumerate(firsts.values(), start=1):
+        row.rank = rank
+    return list(firsts.values())
+
+
+def read_label_column(path: str | Path) -> list[str]:
+    """The `label` column of any CSV, in file order, blanks skipped (what `evaluate` ranks)."""
+    return [row["label"] for row in read_csv(Path(path).expanduser(), ("label",)) if row["label"].strip()]
