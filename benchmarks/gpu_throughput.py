@@ -49,7 +49,8 @@ from llm2labels.data.images import load_rgb
 from llm2labels.data.samples import SamplesDataset
 from llm2labels.proposers.base import CropRequest
 from llm2labels.proposers.hf_hub import DTYPES
-from llm2labels.proposers.hf_vlm import DEFAULT_PROMPT, HFVLMProposer
+from llm2labels.proposers.hf_vlm import HFVLMProposer
+from llm2labels.proposers.settings import DEFAULT_PROMPT
 
 # Peak memory bandwidth, GB/s (vendor data sheets); matched against torch.cuda.get_device_name().
 BANDWIDTH_GBS = {"A100 40GB": 1555.0, "A100 80GB SXM": 2039.0, "A100 80GB PCIe": 1935.0, "H100 SXM": 3350.0,
@@ -146,7 +147,7 @@ def hf_proposer(args: argparse.Namespace, shared: bool) -> HFVLMProposer:
     p = HFVLMProposer(model=model, template=template_for(model, args.template), dtype=dtype,
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                       shared_prefill=shared, kv_cache=args.kv_cache if shared else "dynamic",
-                      compile=args.compile, **SAMPLING)
+                      compile=args.compile and shared, **SAMPLING)  # the unshared run: HF's dynamic cache
     if not args.random_decoder:
         p.setup(args.device)
         return p

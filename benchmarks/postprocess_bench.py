@@ -4,7 +4,7 @@ The store holds records in predict.py's exact format (text = a Python-list strin
 Zipf-like vocabulary of ~3,000 class-list strings led by the ADE-150 names; one pseudo-token per label, so
 token_ends/logprobs match the text). It is written once, untimed, and reused (under --store-dir, default a
 folder in the temp dir). Timed, in a fresh subprocess so its peak RSS (VmHWM) is this run's alone:
-`store.refresh()`, `app.score_all` over every image (store reads, parse, token aggregator, per-image max
+`store.refresh()`, `score_run.score_all` over every image (store reads, parse, token aggregator, per-image max
 pooling, percentile filter, images.jsonl) in `--workers` processes (default: the app's, one per CPU up to
 8), streaming `DatasetRanker` rank, `evaluate_ranked` on ade20k_150. The profile runs in one process (cProfile
 sees only its own), so its buckets show where a worker's time goes.
@@ -142,15 +142,15 @@ def rss_mb(field: str = "VmRSS") -> float:
 # cProfile buckets: name -> (file suffix, function); cumulative seconds. score_image inlines the one-token
 # case of token_indices and of the token aggregator, so those two count only labels of several tokens.
 BUCKETS = {
-    "store_refresh": ("llm2labels/store.py", "refresh"),
-    "store_get": ("llm2labels/store.py", "read_sample"),  # seek, readline, decode text/token_ends/logprobs
+    "store_refresh": ("llm2labels/store/samples.py", "refresh"),
+    "store_get": ("llm2labels/store/files.py", "read_sample"),  # seek, readline, decode text/token_ends/logprobs
     "json_loads": ("json/__init__.py", "loads"),  # whole records: only store.get and read_sample's fallback
     "score_image": ("llm2labels/postprocess.py", "score_image"),
-    "parse_labels": ("llm2labels/postprocess.py", "label_spans"),  # parse_labels' clean-list fast path
+    "parse_labels": ("llm2labels/parsing.py", "label_spans"),  # parse_labels as tuples, with its fast path
     "normalize_label_misses": ("llm2labels/normalize.py", "normalize_label"),
     "token_indices": ("llm2labels/parsing.py", "token_indices"),
     "token_aggregator": ("llm2labels/scoring/aggregate.py", "__call__"),
-    "pool_image": ("llm2labels/scoring/aggregate.py", "pool_grouped"),
+    "pool_grouped": ("llm2labels/scoring/aggregate.py", "pool_grouped"),
     "percentile_filter": ("llm2labels/scoring/filters.py", "__call__"),
     "ranker_add_image": ("llm2labels/scoring/rank.py", "add_image"),
     "ranker_rank": ("llm2labels/scoring/rank.py", "rank"),
@@ -160,19 +160,18 @@ BUCKETS = {
 
 def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path, workers: int = 0
                 ) -> dict[str, Any]:
-    """refresh + app.score_all over the first `limit` images (`workers` processes, 0: the app's default)
+    """refresh + score_run.score_all over the first `limit` images (`workers` processes, 0: the app's default)
     + rank + evaluate; seconds per phase."""
-    from llm2labels import app
     from llm2labels.data.folder import ImageEntry
     from llm2labels.evaluation.vocabulary import evaluate_ranked
-    from llm2labels.postprocess import default_workers, rank_images
+    from llm2labels.postprocess import Scoring, default_workers, rank_images
+    from llm2labels.score_run import score_all, select
     from llm2labels.scoring.aggregate import TokenAggregator
     from llm2labels.scoring.filters import PercentileFilter
     from llm2labels.scoring.rank import occ_prob
 
     # The app's default post-processing: product aggregator, max pooling, percentile 68 filter, occ*prob.
-    parts = app.Parts(dataset=None, proposer=None, grid=None, filter=PercentileFilter(68.0),  # type: ignore[arg-type]
-                      aggregator=TokenAggregator("product"), scorer=occ_prob, grouper=None, tracker=None)
+    scoring = Scoring(TokenAggregator("product"), "max", PercentileFilter(68.0))
     uids = [image_uid(i, fp["seed"]) for i in range(limit)]
     entries = [ImageEntry(Path(image_path(i)), image_path(i)) for i in range(limit)]
     crops = [Crop(CROP.key, CROP.box, fp["samples"])]
@@ -181,10 +180,10 @@ def postprocess(root: Path, fp: dict[str, Any], limit: int, out_dir: Path, worke
     store = SampleStore(root, fp)
     store.refresh()
     t1 = time.perf_counter()
-    usable, skipped = app.select(entries, uids, crops, store, DEFAULT_MAX_PIXELS)
-    scored = app.score_all(usable, store, parts, "max", out_dir / "images.jsonl", workers)
+    usable, skipped = select(entries, uids, crops, store, DEFAULT_MAX_PIXELS)
+    scored = score_all(usable, store, scoring, out_dir / "images.jsonl", workers)
     ranker = rank_images(scored)
-    ranked = ranker.rank(parts.scorer)
+    ranked = ranker.rank(occ_prob)
     t2 = time.perf_counter()
     metrics = evaluate_ranked([r.label for r in ranked], "ade20k_150")
     t3, cpu3 = time.perf_counter(), time.process_time()

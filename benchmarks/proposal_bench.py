@@ -2,7 +2,7 @@
 
 `overhead_ratio` = wall time of the app's proposal stage (Lightning predict loop: image loading, gridding,
 `propose`, record building, store writes; then `store.refresh` and the post-processing parse via
-`app.score_all`) / wall time of the bare `proposer.propose` calls on the same crops, already decoded, in the
+`score_run.score_all`) / wall time of the bare `proposer.propose` calls on the same crops, already decoded, in the
 same batches with the same seeds (so both paths generate the very same tokens, which is checked). The model
 is built once before either is timed; paths alternate, median of `repeats`. Target <= 1.10.
 
@@ -42,8 +42,10 @@ from benchmarks.postprocess_bench import cumulative_seconds
 from llm2labels import app
 from llm2labels.data.images import file_uid
 from llm2labels.grid import Crop
+from llm2labels.postprocess import Scoring
 from llm2labels.predict import ProposalDataset
 from llm2labels.proposers.base import CropRequest
+from llm2labels.score_run import score_all, select
 from llm2labels.store import SampleStore, sample_key
 from llm2labels.work import ImageWork, effective_crops, plan
 
@@ -56,10 +58,10 @@ BUCKETS = {
     "load_and_grid": ("llm2labels/predict.py", "__getitem__"),
     "predict_step": ("llm2labels/predict.py", "predict_step"),
     "propose": ("llm2labels/proposers/hf_vlm.py", "propose"),
-    "propose_detokenise": ("llm2labels/proposers/hf_vlm.py", "decode_with_ends"),  # inside propose
-    "store_write": ("llm2labels/store.py", "write"),
-    "store_refresh": ("llm2labels/store.py", "refresh"),
-    "parse_score": ("llm2labels/app.py", "score_all"),
+    "propose_detokenise": ("llm2labels/proposers/token_ends.py", "decode_with_ends"),  # inside propose
+    "store_write": ("llm2labels/store/files.py", "write"),
+    "store_refresh": ("llm2labels/store/samples.py", "refresh"),
+    "parse_score": ("llm2labels/score_run.py", "score_all"),
 }
 
 
@@ -106,9 +108,10 @@ def prefill_counter(model: nn.Module) -> Iterator[dict[str, int]]:
         handle.remove()
 
 
-def bare_batches(items: list[ImageWork], batch_size: int, max_pixels: int) -> list[list[CropRequest]]:
-    """The crop requests of each predict step, decoded and gridded (untimed) by predict.py's dataset."""
-    dataset = ProposalDataset(items, max_pixels)
+def bare_batches(items: list[ImageWork], batch_size: int, source: Any) -> list[list[CropRequest]]:
+    """The crop requests of each predict step, decoded (by the run's dataset, `source`) and gridded
+    (untimed) by predict.py's dataset."""
+    dataset = ProposalDataset(items, source)
     batches: list[list[CropRequest]] = []
     for start in range(0, len(items), batch_size):
         requests = []
@@ -155,12 +158,13 @@ class Bench:
         items = plan(self.entries, self.uids, self.crops, self.cfg.seed, store, self.max_pixels)
         self.setup_s = 0.0
         t0, cpu0 = time.perf_counter(), time.process_time()
-        app.generate(self.cfg, self.parts.proposer, store, items, self.max_pixels)
+        app.generate(self.cfg, self.parts, store, items)
         t1 = time.perf_counter()
         store.refresh()
         t2 = time.perf_counter()
-        usable, skipped = app.select(self.entries, self.uids, self.crops, store, self.max_pixels)
-        scored = list(app.score_all(usable, store, self.parts, self.cfg.pool, root / "images.jsonl"))
+        usable, skipped = select(self.entries, self.uids, self.crops, store, self.max_pixels)
+        scoring = Scoring(self.parts.aggregator, self.cfg.pool, self.parts.filter)
+        scored = list(score_all(usable, store, scoring, root / "images.jsonl"))
         t3, cpu3 = time.perf_counter(), time.process_time()
         if len(scored) != len(self.entries) or skipped:
             raise RuntimeError(f"scored {len(scored)} of {len(self.entries)} images: {skipped}")
@@ -222,7 +226,7 @@ def measure(images: int = 6, samples: int = 8, rows: int = 2, cols: int = 2, max
     quiet_lightning()
     torch.set_num_threads(threads)
     bench = Bench(compose_cfg(images, samples, rows, cols, max_new_tokens))
-    batches = bare_batches(bench.items(), bench.cfg.loader.batch_size, bench.max_pixels)
+    batches = bare_batches(bench.items(), bench.cfg.loader.batch_size, bench.parts.dataset)
     with tempfile.TemporaryDirectory() as tmp:
         first, _ = bench.pipeline(Path(tmp) / "warm")  # the process's first predict loop: imports, caches
         _, bare_out = bench.bare(batches)  # warm-up of the bare path

@@ -37,12 +37,12 @@ from experiments.tables_layout import (
     Report,
     mean_curves,
     method_name,
-    plot_pr_curves,
+    plot_sweep_curves,
     write_latex,
     write_markdown,
 )
 
-ID_COLUMNS = ("job", "status", "reason", "method", "classes", "k")
+ID_COLUMNS = ("job", "status", "reason", "method", "classes", "k", "max_k", "precision_divisor")
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     for key, value in d.items():
         if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "max_k":
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[f"{prefix}{key}"] = float(value)
     return out
 
@@ -191,16 +191,25 @@ def _proposer(job: Job) -> str:
     return value_of(job, "proposer.variant") or name if name == "ram" else name
 
 
+def _with_defaults(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json without `precision_divisor` / `num_labels_at_max_k`: P@K divided by K, #L capped at max_k."""
+    out = {"precision_divisor": "k", **metrics} if metrics else {}
+    if "num_labels_at_max_k" not in out and {"num_labels", "max_k"} <= out.keys():
+        out["num_labels_at_max_k"] = min(out["num_labels"], out["max_k"])
+    return out
+
+
 def long_table(jobs: list[Job], keys: list[str]) -> pd.DataFrame:
-    """One row per job: id, status, swept key values, method, class list, every metric, images and seconds."""
+    """One row per job: id, status, swept key values, method, class list, P@K's divisor, every metric, images
+    and seconds."""
     rows = []
     for job in jobs:
-        metrics, summary = job.metrics or {}, job.summary or {}
+        metrics, summary = _with_defaults(job.metrics or {}), job.summary or {}
         row: dict[str, Any] = {"job": job.name, "status": "ok" if job.metrics else "failed", "reason": job.reason,
                                **{k: value_of(job, k) for k in keys},
                                "method": method_name(_proposer(job), value_of(job, "scorer")),
-                               "classes": metrics.get("classes"), "k": metrics.get("k")}
-        row.update(_flat({k: v for k, v in metrics.items() if k != "k"}))
+                               **{k: metrics.get(k) for k in ("classes", "k", "max_k", "precision_divisor")}}
+        row.update(_flat({k: v for k, v in metrics.items() if k not in ("k", "max_k")}))
         if summary:
             row["images"] = summary.get("images")
             row["seconds"] = round(sum((summary.get("seconds") or {}).values()), 3)
@@ -252,6 +261,9 @@ def build_report(sweeps: list[Path], average: list[str]) -> tuple[Report, pd.Dat
         print("\n".join(f"missing: {line}" for line in failed), file=sys.stderr)
         raise SweepError(f"none of the {len(jobs)} jobs finished (no metrics.json in any job folder)")
     rows = row_keys(ok, keys, average)
+    divisors = sorted(ok["precision_divisor"].dropna().unique())
+    if len(divisors) > 1 and "evaluation.precision_divisor" not in rows:  # never average P over two definitions
+        rows.append("precision_divisor")
     classes = sorted(ok["classes"].unique(), key=lambda c: (c != "ade20k_150", c != "ade20k_847", c))
     plans = [planned_jobs(s) for s in sweeps]
     names = [f"experiment={e}" for e in dict.fromkeys(experiment_of(s) for s in sweeps) if e]
@@ -260,7 +272,8 @@ def build_report(sweeps: list[Path], average: list[str]) -> tuple[Report, pd.Dat
                     row_keys=rows, classes=classes, failed=failed, finished=len(ok),
                     k={c: int(ok[ok["classes"] == c]["k"].iloc[0]) for c in classes},
                     planned=None if None in plans else sum(p for p in plans if p is not None),
-                    curves=mean_curves(ok, rows, {j.name: j.path for j in jobs}))
+                    curves=mean_curves(ok, rows, {j.name: j.path for j in jobs}),
+                    max_k=sorted(int(m) for m in ok["max_k"].dropna().unique()), divisors=divisors)
     return report, table
 
 
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     report.summary.to_csv(out / "summary.csv", index=False)
     write_markdown(report, out / "tables.md")
     write_latex(report, out / "tables.tex")
-    plot_pr_curves(report, out / "pr_curves.png")
+    plot_sweep_curves(report, out / "pr_curves.png")
     for line in report.status_lines():
         print(line, file=sys.stderr)
     print(f"wrote tables.md, tables.tex, pr_curves.png, results.csv, summary.csv to {out}")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llm2labels.runfiles import read_frame
+
 Config = tuple[str, ...]  # one value per row key, then the method name
 Curve = tuple[np.ndarray, np.ndarray]  # (recall, precision) per K, fractions
 Column = tuple[str, str, int]  # (header, metric column, decimals)
@@ -18,24 +20,28 @@ CLASS_NAMES = {"ade20k_150": "A-150", "ade20k_847": "A-847", "coco_panoptic": "C
 BASELINES = {"imagenet": "ImageNet classifier", "blip2_caption": "BLIP-2 + SP", "blip2_vqa": "BLIP-2 VQA",
              "ram": "RAM++", "ram_plus": "RAM++", "tag2text": "Tag2Text"}  # proposer (or RAM variant) -> name
 VOCAB: list[Column] = [("P", "seen.P", 2), ("R", "seen.R", 2), ("AUC", "seen.AUC", 2)]
+# Headers and captions name {k}, {max_k} and {divisor} (what P@K divides by), filled in from the report.
+LENGTHS: list[Column] = [("#L", "num_labels", 0), ("#L at K = {max_k}", "num_labels_at_max_k", 0)]
+DIVISORS = {"k": "K", "min_k_len": "min(K, #L)"}  # evaluation.precision_divisor -> what P@K divides by
 TABLES: list[tuple[str, str, list[Column]]] = [
     ("Table 1: ranked labels against the seen classes",
      "Vocabulary ranking against the classes present in the evaluated images: P@K and R@K at K = {k}, "
-     "AUC(PR@K) for K up to 5000, in percent.", VOCAB),
+     "AUC(PR@K) for K up to {max_k}, in percent; P@K divides the hits by {divisor}.", VOCAB),
     ("Table 2: ranked labels and the size of the list",
-     "As Table 1, with #L, the number of distinct labels in the ranked list.", [*VOCAB, ("#L", "num_labels", 0)]),
+     "As Table 1, with #L, the number of distinct labels in the ranked list, and #L at K = {max_k}, the same "
+     "capped at the curve's last K (the paper's #L).", [*VOCAB, *LENGTHS]),
     ("Table 3: image level (closed set)",
      "Multi-label classification of each image over the classes: mAP over the classes present and the area "
      "under the micro precision-recall curve, in percent; labels matching no class are ignored.",
      [("mAP", "image.mAP", 2), ("AUC", "image.micro_AUC", 2)]),
     ("Table 4: false positives in the vocabulary",
-     "Labels among the top 5000 of the ranked list that match no class.", [("FP in vocab", "fp_in_vocab", 0)]),
+     "Labels among the top {max_k} of the ranked list that match no class.", [("FP in vocab", "fp_in_vocab", 0)]),
 ]
 FULL: list[Column] = [
     ("seen P", "seen.P", 2), ("seen P_class", "seen.P_class", 2), ("seen R", "seen.R", 2),
     ("seen AUC", "seen.AUC", 2), ("full P", "full.P", 2), ("full P_class", "full.P_class", 2),
-    ("full R", "full.R", 2), ("full AUC", "full.AUC", 2), ("#L", "num_labels", 0),
-    ("FP in vocab", "fp_in_vocab", 0), ("image mAP", "image.mAP", 2), ("image AUC", "image.micro_AUC", 2),
+    ("full R", "full.R", 2), ("full AUC", "full.AUC", 2), *LENGTHS, ("FP in vocab", "fp_in_vocab", 0),
+    ("image mAP", "image.mAP", 2), ("image AUC", "image.micro_AUC", 2),
     ("seen classes", "seen.num_classes", 0), ("images", "images", 0), ("seconds", "seconds", 1),
 ]
 
@@ -53,6 +59,16 @@ class Report:
     finished: int = 0
     planned: int | None = None  # from multirun.yaml, when it says
     curves: dict[str, dict[Config, Curve]] = field(default_factory=dict)  # class list -> config -> mean curve
+    max_k: list[int] = field(default_factory=list)  # the curves' last K (evaluation.max_k) over the jobs
+    divisors: list[str] = field(default_factory=list)  # evaluation.precision_divisor over the jobs
+
+    def fill(self, text: str) -> str:
+        """A header or caption with {k}, {max_k} and {divisor} filled in."""
+        divisor = " or ".join(DIVISORS.get(d, d) for d in self.divisors or ["k"])
+        if len(self.divisors) > 1:
+            divisor += " (as each row's precision_divisor says)"
+        max_k = " / ".join(str(m) for m in self.max_k) or "max_k"
+        return text.format(k=_k_text(self), max_k=max_k, divisor=divisor)
 
     def status_lines(self) -> list[str]:
         found = self.finished + len(self.failed)
@@ -111,8 +127,8 @@ def _tex_cell(mean: float, std: float, n: int, decimals: int) -> str:
 
 def markdown_table(report: Report, title: str, caption: str, columns: list[Column]) -> str:
     header = ["Method", *report.row_keys, "seeds",
-              *(f"{h} ({CLASS_NAMES.get(c, c)})" for c in report.classes for h, _, _ in columns)]
-    lines = [f"## {title}", "", caption.format(k=_k_text(report)), "",
+              *(f"{report.fill(h)} ({CLASS_NAMES.get(c, c)})" for c in report.classes for h, _, _ in columns)]
+    lines = [f"## {title}", "", report.fill(caption), "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in grid(report, columns)]
     return "\n".join(lines) + "\n"
@@ -142,13 +158,13 @@ def latex_table(report: Report, title: str, caption: str, columns: list[Column])
     rules = " ".join(f"\\cmidrule(lr){{{lead + 1 + i * len(columns)}-{lead + (i + 1) * len(columns)}}}"
                      for i in range(len(report.classes)))
     names = ["Method", *(_tex(k) for k in report.row_keys), "seeds",
-             *(_tex(h) for _ in report.classes for h, _, _ in columns)]
+             *(_tex(report.fill(h)) for _ in report.classes for h, _, _ in columns)]
     body = [" & ".join([_tex_method(r[0]), *(_tex(v) for v in r[1:lead]), *r[lead:]]) + " \\\\"
             for r in grid(report, columns, _tex_cell)]
     wide = len(spec) > 12  # the all-metrics table: scaled to the text width (graphicx)
     return "\n".join([
         "\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{_tex(title)}. "
-        f"{_tex(caption.format(k=_k_text(report)))}}}", *(["\\resizebox{\\textwidth}{!}{%"] if wide else []),
+        f"{_tex(report.fill(caption))}}}", *(["\\resizebox{\\textwidth}{!}{%"] if wide else []),
         f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & " * lead + groups + " \\\\", rules,
         " & ".join(names) + " \\\\", "\\midrule", *body, "\\bottomrule", "\\end{tabular}" + "}" * wide,
         "\\end{table}", ""])
@@ -161,27 +177,31 @@ def _present(report: Report, columns: list[Column]) -> bool:
 
 def _tables(report: Report) -> list[tuple[str, str, list[Column]]]:
     full = ("All metrics", "Every figure per configuration (seen: classes present in the images; full: the "
-            "whole class list), mean ± std over seeds.", FULL)
+            "whole class list), mean ± std over seeds; P and P_class divide by {divisor}.", FULL)
     return [(t, c, [col for col in cols if _present(report, [col])]) for t, c, cols in [*TABLES, full]
             if _present(report, cols)]
 
 
 def write_markdown(report: Report, path: Path) -> None:
-    head = [f"# {report.title}", "", "Mean ± std over seeds (std with ddof=1; — for a single seed).", "",
+    head = [f"# {report.title}", "", "Mean ± std over seeds (std with ddof=1; — for a single seed); "
+            + report.fill("P@K divides the hits by {divisor}."), "",
             *(f"- {line}" for line in report.status_lines()), ""]
     path.write_text("\n".join([*head, *(markdown_table(report, *t) for t in _tables(report))]), encoding="utf-8")
 
 
 def write_latex(report: Report, path: Path) -> None:
-    head = [f"% {report.title}: needs \\usepackage{{booktabs,graphicx}}", *(f"% {line}" for line in report.status_lines())]
+    head = [f"% {report.title}: needs \\usepackage{{booktabs,graphicx}}", *(f"% {line}" for line in report.status_lines()),
+            "% " + report.fill("P@K divides the hits by {divisor}.")]
     path.write_text("\n".join([*head, *(latex_table(report, *t) for t in _tables(report))]), encoding="utf-8")
 
 
 def job_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A job's PR@K curve on the seen classes (the full list when no seen curve): recall, precision per K."""
     try:
-        curve = pd.read_csv(path / "pr_curve.csv")
+        curve = read_frame(path / "pr_curve.csv")
     except (OSError, ValueError):
+        curve = None
+    if curve is None:
         return np.zeros(0), np.zeros(0)
     part = curve[curve["set"] == "seen"] if (curve["set"] == "seen").any() else curve[curve["set"] == "full"]
     part = part.sort_values("K")
@@ -236,47 +256,24 @@ def _legend_label(report: Report, config: Config, order: list[Config]) -> str:
     return " ".join([config[-1]] * show_method + keys) or config[-1]
 
 
-def plot_pr_curves(report: Report, path: Path) -> None:
+def plot_sweep_curves(report: Report, path: Path) -> None:
     """One panel per class list, one mean PR@K curve per configuration, the point at K marked by a dot."""
     from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
+
+    from llm2labels.evaluation.plots import PRLine, panels_figure
 
     order = configs(report)
-    cmap = colormaps["tab10" if len({i for i, _ in _styles(report, order).values()}) <= 10 else "tab20"]
-    panels = max(1, len(report.classes))
-    fig = Figure(figsize=(5.2 * panels + 0.8, 5.0 + 0.2 * len(order) / min(3, panels + 1)), dpi=120,
-                 layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    handles: dict[str, Line2D] = {}
-    for ax, classes in zip(axes, report.classes):
-        k, top = report.k.get(classes, 0), [0.1, 0.1]
-        for config, (color, style) in _styles(report, order).items():
+    looks = _styles(report, order)
+    cmap = colormaps["tab10" if len({color for color, _ in looks.values()}) <= 10 else "tab20"]
+    panels: dict[str, list[PRLine]] = {}
+    for classes in report.classes:
+        k, lines = report.k.get(classes, 0), []
+        for config, (color, style) in looks.items():
             recall, precision = report.curves.get(classes, {}).get(config, (np.zeros(0), np.zeros(0)))
-            label = _legend_label(report, config, order)
-            if not len(recall):
-                handles.setdefault(label, Line2D([], [], color=cmap(color % 20), ls=style))
-                continue
-            (line,) = ax.plot(100 * recall, 100 * precision, lw=1.5, color=cmap(color % 20), ls=style,
-                              clip_on=False, marker="." if len(recall) < 20 else None)
-            if 0 < k <= len(recall):
-                ax.plot(100 * recall[k - 1], 100 * precision[k - 1], "o", ms=5, color=line.get_color())
-            handles[label] = line
-            top = [max(top[0], recall.max()), max(top[1], precision.max())]
-        if not any(line.get_ydata().any() for line in ax.get_lines()):  # nothing above zero (e.g. a tiny random model's labels)
-            ax.text(0.5, 0.5, "no ranked label matches a class", transform=ax.transAxes, ha="center", color="0.4")
-        ax.set(xlabel="Recall@K (%)", ylabel="Precision@K (%)", xlim=(0, _nice(top[0])), ylim=(0, _nice(top[1])),
-               title=f"{CLASS_NAMES.get(classes, classes)}, seen classes (dot: K = {k})")
-        ax.grid(alpha=0.3)
-    empty = [label for label, h in handles.items() if not len(h.get_xdata())]
-    labels = [f"{label} (no labels)" if label in empty else label for label in handles]
-    if handles:
-        width = 0.065 * max(len(label) for label in labels) + 0.7  # inches per legend column at 8 pt
-        fig.legend(list(handles.values()), labels, loc="outside lower center", fontsize=8, frameon=False,
-                   ncol=max(1, min(3, len(labels), int(fig.get_figwidth() // width))))
-    fig.savefig(path, format="png")
-
-
-def _nice(top: float) -> float:
-    """An axis end in percent: the next multiple of 10 above the data (a fraction), at most 100."""
-    return float(min(100, 10 * math.ceil(100 * top / 10 + 1e-9)))
+            point = (100 * recall[k - 1], 100 * precision[k - 1]) if 0 < k <= len(recall) else None
+            lines.append(PRLine(_legend_label(report, config, order), recall, precision, point,
+                                cmap(color % 20), style))
+        panels[f"{CLASS_NAMES.get(classes, classes)}, seen classes (dot: K = {k})"] = lines
+    n = max(1, len(panels))
+    size = (5.2 * n + 0.8, 5.0 + 0.2 * len(order) / min(3, n + 1))
+    panels_figure(panels, size, zoom=True, legend_below=True).savefig(path, format="png")

@@ -1,11 +1,13 @@
 """Evaluate a ranked label list against a class list: prints one JSON object (docs/method.md, "Evaluation").
 
     python -m llm2labels.evaluate RANKED --classes NAME [--seen SEEN.json] [--k K] [--max-k 5000] [--plot PR.png]
+                                  [--precision-divisor k|min_k_len]
 
 RANKED: a labels.csv, a vocabulary.json, or a text file with one label per line (see `read_ranked`).
 NAME: a packaged class list (e.g. ade20k_150, ade20k_847) or the path of a .json/.txt class list.
 SEEN.json: a JSON list of the class ids present in the evaluated images; adds the "seen" metrics.
 K defaults to 150 for ade20k_150, 1000 for ade20k_847, else the number of classes.
+P@K divides by K (`k`, the default) or by min(K, #L) (`min_k_len`); the report says which.
 Bad input gives one line `error: ...` on stderr and exit code 2.
 """
 
@@ -34,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="K for P@K/R@K (default: 150 / 1000 for ADE-150/847, else #classes)")
     p.add_argument("--max-k", type=int, default=5000, help="longest K of the PR curve and of FP in vocab")
     p.add_argument("--plot", help="write the PR@K curve(s) to this PNG")
+    p.add_argument("--precision-divisor", default="k", metavar="{k,min_k_len}",
+                   help="what P@K and P_class@K divide by: k (default) or min_k_len, i.e. min(K, #L)")
     return p
 
 
@@ -57,7 +61,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     seen = read_seen(args.seen) if args.seen else None
     entries = read_ranked(args.ranked)
-    report, results = evaluate_with_curves(entries, args.classes, k=args.k, seen=seen, max_k=args.max_k)
+    report, results = evaluate_with_curves(entries, args.classes, k=args.k, seen=seen, max_k=args.max_k,
+                                           precision_divisor=args.precision_divisor)
     if args.plot:
         from llm2labels.evaluation.plots import plot_pr_curves
 

@@ -1,4 +1,4 @@
-"""Gridding: which crops of an image are sampled, and how many times each (method.md, Stage 1)."""
+"""Gridding: which crops of an image are sampled, and how many times each (docs/method.md, "Stage 1: proposal")."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ class Crop:
     box: tuple[float, float, float, float]
     samples: int
 
-    def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        return pixel_box(self.box, width, height)
 
 
 def pixel_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
@@ -60,9 +58,6 @@ class Grid:
                     box = (c / self.cols, r / self.rows, (c + 1) / self.cols, (r + 1) / self.rows)
                     out.append(Crop(f"{self.rows}x{self.cols}:{r},{c}", box, self.tile))
         return out
-
-    def generations_per_image(self) -> int:
-        return sum(c.samples for c in self.crops())
 
     def __repr__(self) -> str:
         return f"Grid({self.name}: whole={self.whole}, {self.rows}x{self.cols} tiles x {self.tile})"

@@ -24,7 +24,9 @@ from typing import Any, NoReturn
 from llm2labels.errors import ConfigError
 from llm2labels.runfiles import read_ranked_labels
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config root run.py uses
+# The Hydra config root run.py uses (the repository's conf/ is a link to it): inside the package, so an
+# installed wheel finds it too.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,6 +1,6 @@
 """Label normalisation: one canonical text per label, used both for ranking and for matching.
 
-Steps (docs/method.md, "Label normalisation"): lowercase; remove brackets; strip quotes, numbering/bullets and
+Steps (docs/method.md, "Normalisation"): lowercase; remove brackets; strip quotes, numbering/bullets and
 edge punctuation; turn underscores into spaces (models writing Python lists often emit ``traffic_light``);
 collapse whitespace; drop leading articles and determiners ("a car", "the sky", "some trees"); singularise
 the last word with ``inflect``. What is left of a label that is only a number or a Python/JSON literal

@@ -1,4 +1,4 @@
-"""From stored samples to the ranked candidate list, with no model in sight (method.md, Stages 1-1b).
+"""From stored samples to the ranked candidate list, with no model in sight (docs/method.md, "Stage 1b").
 
 Per image: parse every sample into labels with token spans, score each occurrence from its own tokens
 (the token aggregator), pool the occurrences over the image's samples and crops, and filter. Then pool the
@@ -27,7 +27,7 @@ from typing import Any
 
 from llm2labels.errors import ConfigError, int_at_least
 from llm2labels.normalize import normalize_label
-from llm2labels.parsing import _CLEAN_ITEMS, _CLEAN_LIST, MAX_WORDS, parse_labels, token_indices
+from llm2labels.parsing import label_spans, token_indices
 from llm2labels.scoring.aggregate import TokenAggregator, check_probability, pool_grouped
 from llm2labels.scoring.rank import DatasetRanker
 from llm2labels.store import DamagedRecord, StoreReader
@@ -54,46 +54,15 @@ class ImageResult:
     damaged: list[tuple[int, int]] = field(default_factory=list)  # its records that are not samples: unscored
 
 
-def label_spans(text: str) -> list[tuple[str, int, int]]:
-    """`parse_labels(text)` as (label, start, end) tuples.
-
-    A clean quoted list (what the prompt asks for) is read here with parse_labels' own fast-path regexes,
-    skipping its Span objects, which cost more than the parsing on a store of millions of labels; anything
-    else goes through parse_labels. tests/test_postprocess.py checks the two agree.
-    """
-    if _CLEAN_LIST.fullmatch(text):
-        spans = []
-        for m in _CLEAN_ITEMS.finditer(text):
-            group = 1 if m[1] else 2
-            label = m[group]
-            if label.count(" ") < MAX_WORDS:  # items have single inner spaces: words = spaces + 1
-                spans.append((label, m.start(group), m.end(group)))
-        return spans
-    return [(s.text, s.start, s.end) for s in parse_labels(text)]
-
-
-def sample_occurrences(record: Mapping[str, Any], aggregate: Callable[[list[float]], float]
-                       ) -> Iterator[tuple[str, str, float]]:
-    """(normalised label, surface form, label probability) for every label occurrence in one sample.
-
-    The plain reading of the method; `score_image` does the same inline (tested against this).
-    """
-    text, ends, logprobs = record["text"], record["token_ends"], record["logprobs"]
-    for span in parse_labels(text):
-        label = normalize_label(span.text)
-        if label:
-            tokens = token_indices(ends, span.start, span.end)
-            yield label, span.text, aggregate([logprobs[t] for t in tokens])
-
-
 def score_image(uid: str, path: str, samples: Iterable[Mapping[str, Any]],
                 aggregate: Callable[[list[float]], float], pool: str,
                 image_filter: Callable[[dict[str, float]], dict[str, float]],
                 normalized: dict[str, str] | None = None) -> ImageResult:
     """Pool one image's samples (each sample gets its own id) and apply the per-image filter.
 
-    The result of `pool_image` over every sample's `sample_occurrences`, in one loop: this runs for every
-    label of every sample of the dataset. `normalized` optionally caches normalize_label across images.
+    Parse each sample into labels with token spans, score each occurrence from its own tokens (the token
+    aggregator), pool the occurrences per label, filter: one loop, which runs for every label of every
+    sample of the dataset (tests/oracles.py holds the plain reading it is tested against). `normalized` optionally caches normalize_label across images.
     """
     normalized = {} if normalized is None else normalized
     # A TokenAggregator gives every single-token label exp(log p) for a finite log p <= 0, whatever its `how`.

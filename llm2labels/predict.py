@@ -6,25 +6,31 @@ rank that produced it (one store file per rank), so nothing is gathered in memor
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from llm2labels.data.images import load_rgb
+from llm2labels.data.protocol import ImageSource
 from llm2labels.errors import ImageError, LimitError
 from llm2labels.grid import pixel_box
 from llm2labels.proposers.base import CropRequest, Proposer
-from llm2labels.store import SampleStore, StoreWriter, sample_key, skip_key
+from llm2labels.store import SampleStore, StoreWriter, new_writer, sample_key, skip_key
 from llm2labels.work import CropWork, ImageWork
+
+log = logging.getLogger("llm2labels")
 
 
 class ProposalDataset(Dataset):
-    """Decodes and grids one image per item (in loader workers when `num_workers` > 0)."""
+    """Decodes (through the run's dataset, `ImageSource.load`) and grids one image per item, in loader
+    workers when `num_workers` > 0."""
 
-    def __init__(self, items: list[ImageWork], max_pixels: int) -> None:
-        self.items, self.max_pixels = items, max_pixels
+    def __init__(self, items: list[ImageWork], source: ImageSource) -> None:
+        self.items, self.source = items, source
 
     def __len__(self) -> int:
         return len(self.items)
@@ -34,9 +40,9 @@ class ProposalDataset(Dataset):
         if not work.crops:  # the placeholder of a rank with no share (see ProposalData): nothing to load
             return {"work": work, "error": None, "crops": []}
         try:
-            image = load_rgb(work.path, max_pixels=self.max_pixels)
+            image = self.source.load(Path(work.path))
         except ImageError as err:  # a limit of this run's is remembered under that limit only
-            limit = self.max_pixels if isinstance(err, LimitError) else None
+            limit = self.source.max_pixels if isinstance(err, LimitError) else None
             return {"work": work, "error": str(err), "limit": limit, "crops": []}
         w, h = image.size
         crops = []
@@ -89,9 +95,9 @@ class ProposalModule(L.LightningModule):
 class StoreWriterCallback(BasePredictionWriter):
     """Appends each batch's records to this rank's store file as soon as the batch is done."""
 
-    def __init__(self, store: SampleStore) -> None:
+    def __init__(self, store_dir: Path) -> None:
         super().__init__(write_interval="batch")
-        self.store = store
+        self.store_dir = store_dir  # a path, not the store: this callback travels to spawned ranks
         self._writer: StoreWriter | None = None
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
@@ -99,7 +105,7 @@ class StoreWriterCallback(BasePredictionWriter):
         if not prediction:
             return
         if self._writer is None:
-            self._writer = self.store.writer(tag=f"r{trainer.global_rank}")
+            self._writer = new_writer(self.store_dir, tag=f"r{trainer.global_rank}")
         self._writer.write(prediction)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -111,9 +117,9 @@ class StoreWriterCallback(BasePredictionWriter):
 class ProposalData(L.LightningDataModule):
     """Shards rank 0's pending images over all ranks of all nodes (round robin), so no image is padded in twice."""
 
-    def __init__(self, items: list[ImageWork], batch_size: int, num_workers: int, max_pixels: int) -> None:
+    def __init__(self, items: list[ImageWork], batch_size: int, num_workers: int, source: ImageSource) -> None:
         super().__init__()
-        self.items, self.batch_size, self.num_workers, self.max_pixels = items, batch_size, num_workers, max_pixels
+        self.items, self.batch_size, self.num_workers, self.source = items, batch_size, num_workers, source
 
     def predict_dataloader(self) -> DataLoader:
         # Rank 0's plan is the plan: every rank planned from the store as it read it, and a rank that read it at
@@ -122,6 +128,24 @@ class ProposalData(L.LightningDataModule):
         rank, world = self.trainer.global_rank, self.trainer.world_size
         # Fewer images than ranks (a resumed run's last few): Lightning refuses an empty loader, and a rank that
         # skipped the loop would miss the barrier in StoreWriterCallback, so an idle rank gets one no-op item.
-        shard = ProposalDataset(items[rank::world] or [ImageWork("", "", "")], self.max_pixels)
+        shard = ProposalDataset(items[rank::world] or [ImageWork("", "", "")], self.source)
         return DataLoader(shard, batch_size=self.batch_size, num_workers=self.num_workers,
                           collate_fn=_collate, persistent_workers=False)
+
+
+def generate(trainer_cfg: dict[str, Any], loader: Mapping[str, Any], proposer: Proposer, store: SampleStore,
+             items: list[ImageWork], source: ImageSource, multirun: bool = False) -> int:
+    """Run the Lightning predict loop over the pending images, writing into `store`; returns this process's
+    global rank. `trainer_cfg` is the resolved `trainer` config, `loader` the `loader` one."""
+    from hydra.utils import instantiate
+
+    trainer_cfg = dict(trainer_cfg)
+    # Under a Hydra multirun, `ddp` re-launches the whole sweep in each child process: spawn instead.
+    if multirun and trainer_cfg.get("strategy") == "ddp":
+        log.info("multirun: using strategy=ddp_spawn instead of ddp")
+        trainer_cfg["strategy"] = "ddp_spawn"
+    trainer = instantiate(trainer_cfg, callbacks=[StoreWriterCallback(store.dir)])
+    module = ProposalModule(proposer, proposer.logprob_mode)
+    data = ProposalData(items, loader["batch_size"], loader["num_workers"], source)
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    return trainer.global_rank

@@ -14,10 +14,8 @@ so the page still opens from disk. Measured for 5,000 labels: see tests/test_rep
 from __future__ import annotations
 
 import base64
-import csv
 import heapq
 import io
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +26,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from llm2labels.report_assets.page import Evidence, Page, Picture, render
+from llm2labels.runfiles import image_records, read_json, read_label_rows, read_text
 from llm2labels.textio import write_atomic
 
 # Where images are: the dataset root, or rel path (images.jsonl "path") -> the file or the root it is under.
@@ -37,33 +36,6 @@ Thumb = tuple[bytes | None, tuple[int, int], str]  # (JPEG or None, (width, heig
 REPORT_NAME = "report.html"
 THUMBS_DIR = "report_thumbs"
 JPEG_QUALITY = 70  # 160 px thumbnails of photos come out at about 4-7 KB
-
-
-def _read_json(path: Path) -> Any:
-    """The parsed file, or None when it is missing (a partial run still gets a report)."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _read_text(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-
-
-def _read_labels(path: Path) -> list[dict[str, str]]:
-    """labels.csv rows in rank order (the file's order)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _image_records(path: Path) -> Iterator[dict[str, Any]]:
-    """images.jsonl, one dict per scored image; blank lines are skipped."""
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _label_scores(record: dict[str, Any]) -> Iterator[tuple[str, float, bool]]:
@@ -181,15 +153,15 @@ def write_report(out_dir: Path, dataset_root_of: RootOf, thumbnails: int = 4, th
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"run folder not found: {out_dir} (give the run's output directory)")
-    labels = _read_labels(out_dir / "labels.csv")
-    rels, evidence = top_evidence(_image_records(out_dir / "images.jsonl"), {r["label"] for r in labels},
+    labels = read_label_rows(out_dir / "labels.csv")
+    rels, evidence = top_evidence(image_records(out_dir / "images.jsonl"), {r["label"] for r in labels},
                                   thumbnails)
     pictures = _place(out_dir, rels, _thumbnails(rels, dataset_root_of, thumb_px), inline_limit_mb)
     page = Page(
-        title=out_dir.resolve().name, summary=_read_json(out_dir / "summary.json") or {}, labels=labels,
-        evidence=evidence, pictures=pictures, vocabulary=_read_json(out_dir / "vocabulary.json") or {},
-        metrics=_read_json(out_dir / "metrics.json"), pr_curve=_png_uri(out_dir / "pr_curve.png"),
-        config=_read_text(out_dir / ".hydra" / "config.yaml"),
-        overrides=_read_text(out_dir / ".hydra" / "overrides.yaml"), thumb_px=thumb_px,
+        title=out_dir.resolve().name, summary=read_json(out_dir / "summary.json") or {}, labels=labels,
+        evidence=evidence, pictures=pictures, vocabulary=read_json(out_dir / "vocabulary.json") or {},
+        metrics=read_json(out_dir / "metrics.json"), pr_curve=_png_uri(out_dir / "pr_curve.png"),
+        config=read_text(out_dir / ".hydra" / "config.yaml"),
+        overrides=read_text(out_dir / ".hydra" / "overrides.yaml"), thumb_px=thumb_px,
     )
     return write_atomic(out_dir / REPORT_NAME, render(page))

@@ -1,5 +1,9 @@
-"""Reading a run's ranked list back: labels.csv (or any CSV with a `label` column), and one-label-a-line text.
+"""A run's files, written and read back by every part that touches them (the app, `group`, `evaluate`, the
+report, the W&B tracker, the tables).
 
+Written by a run: labels.csv (the ranked list), summary.json and the other JSON files (atomically, through
+`textio`), images.jsonl (by `score_run`, a line per image). Read back here: labels.csv (or any CSV with a
+`label` column, or one label per line), images.jsonl, pr_curve.csv, vocabulary.csv and the JSON files.
 One reader for every command that takes a ranked list (`group`, `evaluate`), so a file is accepted or
 refused the same way everywhere. CSVs are parsed by the standard library in strict mode (an unterminated
 quote is an error, not a label that swallows the rest of the file) with no field-size limit; every value
@@ -11,17 +15,67 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llm2labels.errors import ConfigError
+from llm2labels.textio import json_text, write_atomic
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from llm2labels.scoring.rank import RankedLabel
 
 LABELS_CSV_COLUMNS = ("rank", "label", "score", "occ", "prob", "images")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write atomically (temp file + rename), so a killed run never leaves half a JSON file."""
+    write_atomic(path, json_text(obj, indent=1, default=str) + "\n")
+
+
+def write_labels_csv(path: Path, ranked: list[RankedLabel]) -> None:
+    """rank, label, score, occ, prob, images, surface_forms ("|"-joined, most frequent first)."""
+    from llm2labels.scoring.rank import to_frame
+
+    write_atomic(path, to_frame(ranked).to_csv(index=False))
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file, or None when it is missing (a partial run still gets a report)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_text(path: Path) -> str | None:
+    """A text file of the run (its Hydra config), undecodable bytes replaced; None when missing."""
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+
+def image_records(path: Path) -> Iterator[dict[str, Any]]:
+    """images.jsonl, one dict per scored image (blank lines skipped); nothing when the file is missing."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_label_rows(path: Path) -> list[dict[str, str]]:
+    """labels.csv rows as text, in rank order (the file's); [] when the file is missing."""
+    return read_csv(path, ("label",)) if path.is_file() else []
+
+
+def read_frame(path: Path) -> pd.DataFrame | None:
+    """A run's table (pr_curve.csv, vocabulary.csv) for pandas users, or None when it is missing;
+    "none", "nan" and "null" stay text."""
+    import pandas as pd
+
+    return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

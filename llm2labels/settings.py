@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llm2labels.errors import ConfigError, int_at_least, require
+from llm2labels.evaluation.vocabulary import PRECISION_DIVISORS
 
 POOLS = ("max", "avg", "min", "product")
 ENTRIES = ("labels", "synsets")
@@ -19,6 +20,7 @@ def check_run_settings(cfg: Mapping[str, Any]) -> None:
     """seed, report, pool, loader.*, evaluation.*; ConfigError naming the first bad key."""
     loader, evaluation = cfg.get("loader") or {}, cfg.get("evaluation") or {}
     k, max_k = evaluation.get("k"), evaluation.get("max_k", 5000)
+    divisor = evaluation.get("precision_divisor", "k")
     require({
         f"seed must be a whole number, got {cfg.get('seed')!r}": int_at_least(cfg.get("seed", 0), -(2**63)),
         f"report must be true or false, got {cfg.get('report')!r}": isinstance(cfg.get("report", True), bool),
@@ -32,6 +34,8 @@ def check_run_settings(cfg: Mapping[str, Any]) -> None:
         f"evaluation.k must be a whole number >= 1 or null (the list's default), got {k!r}":
             k is None or int_at_least(k, 1),
         f"evaluation.max_k must be a whole number >= 1, got {max_k!r}": int_at_least(max_k, 1),
+        f"evaluation.precision_divisor must be k or min_k_len (what P@K divides by: K or min(K, #L)), got "
+        f"{divisor!r}": divisor in PRECISION_DIVISORS,
     })
     cache = (cfg.get("cache") or {}).get("dir")
     if not isinstance(cache, str) or not cache.strip():

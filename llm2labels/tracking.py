@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from llm2labels.errors import ConfigError, int_at_least
+from llm2labels.runfiles import read_frame
 
 _MODES = ("offline", "online", "disabled")
 
@@ -66,9 +67,9 @@ class WandbTracker:
         figures["skipped"] = len(summary.get("skipped", []))
         run.summary.update(figures)
         run.log({"labels": wandb.Table(dataframe=labels.head(self.max_table_rows))})
-        vocabulary = out_dir / "vocabulary.csv"
-        if vocabulary.exists():
-            run.log({"vocabulary": wandb.Table(dataframe=pd.read_csv(vocabulary).head(self.max_table_rows))})
+        vocabulary = read_frame(out_dir / "vocabulary.csv")
+        if vocabulary is not None:
+            run.log({"vocabulary": wandb.Table(dataframe=vocabulary.head(self.max_table_rows))})
         if metrics is not None:
             self._log_metrics(run, out_dir, metrics)
         run_dir = getattr(run, "dir", None)
@@ -81,9 +82,8 @@ class WandbTracker:
         import wandb
 
         run.summary.update(_metric_figures(metrics))
-        curve_csv = out_dir / "pr_curve.csv"
-        if curve_csv.exists():
-            curve = pd.read_csv(curve_csv)
+        curve = read_frame(out_dir / "pr_curve.csv")
+        if curve is not None:
             for name, part in curve.groupby("set"):
                 table = wandb.Table(dataframe=part[["K", "recall", "precision"]])
                 run.log({f"pr_curve/{name}": wandb.plot.line(table, "recall", "precision",

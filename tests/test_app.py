@@ -13,6 +13,7 @@ from conftest import CONF, read_json, run_cli
 from hydra.utils import instantiate
 from PIL import Image
 
+from llm2labels.app import build as app_build
 from llm2labels.app import run
 
 
@@ -90,7 +91,8 @@ def test_every_config_option_instantiates(make_cfg, tmp_path, group, option):
         overrides.append(f"dataset.root={tmp_path}")
     cfg = make_cfg(*overrides)
     node = cfg[group]
-    if not node:  # logger=none
+    if group == "logger" and option == "none":  # no logger: the app then tracks nothing
+        assert not node and app_build(cfg).tracker is None
         return
     obj = instantiate(node, **({"callbacks": []} if group == "trainer" else {}))
     assert obj is not None and not isinstance(obj, dict)
@@ -103,6 +105,7 @@ def test_experiments_and_debug_compose(make_cfg, name):
     assert cfg.proposer._target_.endswith("HFVLMProposer") and cfg.dataset._target_.endswith("SamplesDataset")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["filter.q=120"], "q (percent) must be a number in [0, 100], got 120"),
     (["filter=th", "filter.t=1.5"], "must be a number in [0, 1], got 1.5"),
@@ -117,6 +120,7 @@ def test_bad_values_fail_at_start_with_one_line(tmp_path, args, message):
     assert not (tmp_path / "c").exists()  # nothing was generated or stored
 
 
+@pytest.mark.slow
 def test_unknown_grid_is_refused_by_hydra(tmp_path):
     proc = run_cli("grid=nope", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0 and "Could not find 'grid/nope'" in proc.stderr
@@ -158,6 +162,7 @@ def test_tiny_vlm_run_is_reproducible_whatever_the_batching_and_loader_workers(m
     assert np.allclose(la.score, lb.score, rtol=1e-5, atol=0)
 
 
+@pytest.mark.slow
 def test_missing_weights_stop_the_run_with_one_line(tmp_path):
     proc = run_cli("proposer=instructblip", "dataset.limit=1", f"hydra.run.dir={tmp_path}",
                    env={"LLM2LABELS_CACHE": str(tmp_path / "c"), "HF_HOME": str(tmp_path / "hf")})
@@ -192,16 +197,23 @@ def test_ade20k_run_ends_with_metrics_for_the_seen_classes(make_cfg, tmp_path):
     (1, {"WORLD_SIZE": "x"}, False),                                  # not a number: not a launcher's
 ])
 def test_who_joins_a_process_group_even_with_nothing_to_generate(make_cfg, nodes, env, joins):
-    from llm2labels.app import joins_process_group
+    from llm2labels.launch import joins_process_group
 
     cfg = make_cfg(f"trainer.num_nodes={nodes}")
-    assert joins_process_group(cfg, env) is joins
+    assert joins_process_group(cfg.trainer, env) is joins
 
 
 def test_a_finished_ddp_run_in_this_process_does_not_make_the_next_run_a_rank(make_cfg, monkeypatch):
     """Lightning's DDP launcher leaves LOCAL_RANK, WORLD_SIZE, ... in os.environ; they are not this process's."""
-    from llm2labels.app import joins_process_group
+    from llm2labels.launch import joins_process_group
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert joins_process_group(make_cfg()) is False
+    assert joins_process_group(make_cfg().trainer) is False
+
+
+def test_the_supervised_tagger_baseline_runs_without_the_percentile_filter(make_cfg):
+    """Tag2Text/RAM keep their own thresholds (the paper's baseline): proposer=ram brings filter=none."""
+    assert make_cfg("proposer=ram").filter._target_.endswith("NoFilter")
+    assert make_cfg("proposer=ram", "filter=th").filter._target_.endswith("ThresholdFilter")  # the user's wins
+    assert make_cfg().filter._target_.endswith("PercentileFilter")

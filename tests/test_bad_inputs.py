@@ -17,6 +17,7 @@ from conftest import read_json, run_cli
 from PIL import Image
 
 from llm2labels import app
+from llm2labels.data.folder import FolderDataset
 from llm2labels.errors import ConfigError, StorageError
 from llm2labels.evaluate import main as evaluate_main
 from llm2labels.group import main as group_main
@@ -175,6 +176,7 @@ def test_bad_setting_fails_before_anything_loads(make_cfg, tmp_path: Path, overr
     assert line is not None and message in line and "\n" not in line
 
 
+@pytest.mark.slow
 def test_bad_setting_is_one_line_from_the_command_line(tmp_path: Path) -> None:
     proc = run_cli("loader.batch_size=abc", f"hydra.run.dir={tmp_path}", env={"LLM2LABELS_CACHE": str(tmp_path)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -279,7 +281,7 @@ def test_one_pixel_image_gives_one_pixel_tiles(make_cfg, tmp_path: Path) -> None
     boxes = [(0, 0, .5, .5), (.5, 0, 1, .5), (0, .5, .5, 1), (.5, .5, 1, 1)]
     work = ImageWork(str(tmp_path / "dot.png"), "dot.png", "u", [CropWork(f"t{i}", b, [(0, 1)])
                                                                 for i, b in enumerate(boxes)])
-    item = ProposalDataset([work], 10**8)[0]
+    item = ProposalDataset([work], FolderDataset(tmp_path))[0]
     assert [c.size for c in item["crops"]] == [(1, 1)] * 4
     assert all(c.getpixel((0, 0)) == (255, 0, 0) for c in item["crops"])
 

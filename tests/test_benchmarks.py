@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from PIL import Image
 
 from benchmarks import gpu_throughput, postprocess_bench, proposal_bench, run_all
@@ -21,14 +19,7 @@ from llm2labels.proposers.hf_vlm import HFVLMProposer
 from llm2labels.store import SampleStore
 from llm2labels.work import CropWork, ImageWork
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """As in tests/proposers: tiny models on a busy 2-core machine are far slower with a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 import pytest
 
 from llm2labels.errors import ConfigError
-from llm2labels.grid import Grid, sample_seed
+from llm2labels.grid import Grid, pixel_box, sample_seed
 
 
 def test_paper_modes_generation_counts():
-    assert Grid("base", whole=8, tile=0).generations_per_image() == 8
-    assert Grid("sg", whole=0, rows=2, cols=2, tile=2).generations_per_image() == 8
-    assert Grid("sgc", whole=1, rows=2, cols=2, tile=1).generations_per_image() == 5
+    assert sum(c.samples for c in Grid("base", whole=8, tile=0).crops()) == 8
+    assert sum(c.samples for c in Grid("sg", whole=0, rows=2, cols=2, tile=2).crops()) == 8
+    assert sum(c.samples for c in Grid("sgc", whole=1, rows=2, cols=2, tile=1).crops()) == 5
 
 
 def test_tiles_cover_every_pixel_once_on_odd_sizes():
@@ -15,12 +15,12 @@ def test_tiles_cover_every_pixel_once_on_odd_sizes():
     w, h = 101, 77
     covered = [[0] * w for _ in range(h)]
     for c in crops:
-        left, top, right, bottom = c.pixel_box(w, h)
+        left, top, right, bottom = pixel_box(c.box, w, h)
         for y in range(top, bottom):
             for x in range(left, right):
                 covered[y][x] += 1
     assert all(v == 1 for row in covered for v in row)
-    assert [c.pixel_box(w, h) for c in crops] == [(0, 0, 50, 38), (50, 0, 101, 38), (0, 38, 50, 77), (50, 38, 101, 77)]
+    assert [pixel_box(c.box, w, h) for c in crops] == [(0, 0, 50, 38), (50, 0, 101, 38), (0, 38, 50, 77), (50, 38, 101, 77)]
 
 
 def test_crops_are_named_by_geometry_so_modes_share_samples():

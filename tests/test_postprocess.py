@@ -11,15 +11,16 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+from oracles import pool_image, sample_occurrences
 
-from llm2labels import app, postprocess
+from llm2labels import postprocess, score_run
 from llm2labels.data.folder import ImageEntry
 from llm2labels.errors import ConfigError
 from llm2labels.grid import Crop
-from llm2labels.parsing import parse_labels
-from llm2labels.postprocess import label_spans, rank_images, sample_occurrences, score_image
+from llm2labels.parsing import label_spans, parse_labels
+from llm2labels.postprocess import rank_images, score_image
 from llm2labels.proposers.base import token_ends_from_pieces
-from llm2labels.scoring import NoFilter, PercentileFilter, TokenAggregator, occ_prob, pool_image
+from llm2labels.scoring import NoFilter, PercentileFilter, TokenAggregator, occ_prob
 from llm2labels.store import SampleStore, sample_key, skip_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,16 +144,14 @@ def _store_with_images(root: Path, n: int) -> tuple[SampleStore, list[ImageEntry
 
 def test_workers_give_the_same_images_jsonl_ranking_and_skips_as_one_process(tmp_path: Path) -> None:
     store, entries, uids = _store_with_images(tmp_path / "cache", 90)
-    parts = app.Parts(dataset=None, proposer=None, grid=None,  # type: ignore[arg-type]
-                      filter=PercentileFilter(68), aggregator=TokenAggregator("product"), scorer=occ_prob,
-                      grouper=None, tracker=None)
+    scoring = postprocess.Scoring(TokenAggregator("product"), "max", PercentileFilter(68))
     crops = [Crop("full", (0.0, 0.0, 1.0, 1.0), 3)]
     runs = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}.jsonl"
-        usable, skipped = app.select(entries, uids, crops, store, max_pixels=10**8)
+        usable, skipped = score_run.select(entries, uids, crops, store, max_pixels=10**8)
         with patch.object(postprocess, "CHUNK", 7):  # 84 usable images: 12 chunks, shared out unevenly
-            results = list(app.score_all(usable, store, parts, "max", out, workers))
+            results = list(score_run.score_all(usable, store, scoring, out, workers))
         runs[workers] = (out.read_bytes(), skipped, rank_images(results).rank(occ_prob), results)
     serial_jsonl, serial_skipped, serial_ranked, serial_results = runs[1]
     missing = "samples missing (generation did not finish)"
@@ -245,6 +244,7 @@ list(postprocess.score_stored([("uid", "rel", [])] * 400, None, None, workers=2,
 """
 
 
+@pytest.mark.slow
 def test_workers_end_when_their_parent_is_killed(tmp_path):
     """kill -9 of the scoring process (not of its process group) must not leave its workers running."""
     pids = tmp_path / "pids"

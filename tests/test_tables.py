@@ -98,16 +98,18 @@ def test_seed_means_stds_and_layouts(sweep: Path, capsys: pytest.CaptureFixture[
     md, tex = (sweep / "tables.md").read_text(), (sweep / "tables.tex").read_text()
     for grid in GRIDS:
         for filt in FILTERS:
-            t2 = [expected(grid, filt, k, d) for k, d in (("P", 2), ("R", 2), ("AUC", 2), ("L", 0))]
+            # #L < max_k (5000): #L at K, filled in from #L and max_k for metrics without it, is #L
+            t2 = [expected(grid, filt, k, d) for k, d in (("P", 2), ("R", 2), ("AUC", 2), ("L", 0), ("L", 0))]
             assert f"| LLM2Label | {grid} | {filt} | " in md
-            assert " | ".join(t2) in md  # Table 2 row: P, R, AUC, #L
+            assert " | ".join(t2) + " |" in md  # Table 2 row: P, R, AUC, #L, #L at K
             assert " | ".join([expected(grid, filt, "mAP", 2), expected(grid, filt, "mAUC", 2)]) in md
             assert f" | {expected(grid, filt, 'FP', 0)} |" in md
             tex_row = " & ".join(expected(grid, filt, k, d, "--", "$\\pm$")
-                                 for k, d in (("P", 2), ("R", 2), ("AUC", 2), ("L", 0)))
+                                 for k, d in (("P", 2), ("R", 2), ("AUC", 2), ("L", 0), ("L", 0)))
             assert f"LLM2Label & {grid} & {filt} & " in tex and tex_row + " \\\\" in tex
     assert "± —" in md and "$\\pm$ --" in tex  # the failed job leaves (sg, none) with one seed
-    assert "\\toprule" in tex and "\\multicolumn{4}{c}{A-150}" in tex and "\\bottomrule" in tex
+    assert "\\toprule" in tex and "\\multicolumn{5}{c}{A-150}" in tex and "\\bottomrule" in tex
+    assert "P@K divides the hits by K." in md and "\\#L at K = 5000" in tex  # metrics without the divisor: K
     summary = pd.read_csv(sweep / "summary.csv")
     assert len(summary) == 4 and list(summary["n"]) == [2, 2, 2, 1]
     row = summary[(summary["grid"] == "base") & (summary["filter"] == "none")].iloc[0]
@@ -172,6 +174,31 @@ def test_two_sweep_folders_read_as_one(tmp_path: Path) -> None:
     assert summary.loc[1, "seen.R_mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
     assert "| LLM2Label | 2 | " in (out / "tables.md").read_text()  # one row: dataset follows the class list
     assert not (a150 / "tables.md").exists()
+
+
+def test_label_count_at_max_k_and_precision_divisor_are_shown(tmp_path: Path) -> None:
+    """#L beside #L capped at the curve's last K, P@K's divisor in the captions; two divisors are two rows."""
+    new, old, out = tmp_path / "new", tmp_path / "old", tmp_path / "out"
+    for seed, n_labels in enumerate((6200, 4800)):
+        job = write_job(new, seed, {"grid": "sg", "seed": seed}, figures("sg", "th", seed))
+        m = json.loads((job / "metrics.json").read_text())
+        m.update(num_labels=n_labels, num_labels_at_max_k=min(n_labels, 5000), precision_divisor="min_k_len")
+        (job / "metrics.json").write_text(json.dumps(m))
+    assert main([str(new)]) == 0
+    md = (new / "tables.md").read_text()
+    table2 = md.split("## Table 2")[1].split("## Table 3")[0]
+    assert "| #L (A-150) | #L at K = 5000 (A-150) |" in table2
+    # #L: 6200, 4800 -> 5500 ± 989.95; capped at 5000: 5000, 4800 -> 4900 ± 141.42
+    assert "| 5500 ± 990 | 4900 ± 141 |" in table2
+    assert "P@K divides the hits by min(K, #L)." in md and "divide by min(K, #L)" in md
+    assert "divides the hits by min(K, \\#L)" in (new / "tables.tex").read_text()
+    for seed in SEEDS:  # metrics.json without precision_divisor: P@K divided by K
+        write_job(old, seed, {"grid": "sg", "seed": seed}, figures("sg", "th", seed))
+    assert main([str(new), str(old), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["precision_divisor"]) == ["k", "min_k_len"] and list(summary["n"]) == [2, 2]
+    assert "P@K divides the hits by K or min(K, #L) (as each row's precision_divisor says)." in (
+        out / "tables.md").read_text()
 
 
 def test_extend_curve_counts_missing_ranks_as_misses() -> None:

@@ -31,9 +31,9 @@ class FolderDataset:
     the same seed picks the same files whatever order the filesystem lists them in. The scan runs once, on the
     first call to `entries`; the constructor only checks its arguments.
 
-    Every dataset shares this interface: `name`, `max_pixels`, `entries()`, `load()`, and `class_list` (the
-    class list its ground truth refers to) with `ground_truth()` (sorted class ids per `rel`); a plain folder
-    has neither. Subclasses that list their images differently override `_find`.
+    Every dataset has the members of `protocol.Dataset`: `name`, `max_pixels`, `entries()`, `load()`, and
+    `class_list` (the class list its ground truth refers to) with `ground_truth()` (sorted class ids per
+    `rel`); a plain folder has neither. Subclasses that list their images differently override `_find`.
     """
 
     name: str = "folder"
@@ -74,9 +74,10 @@ class FolderDataset:
             raise ConfigError(f"no image files ({exts}) found under {self.root}")
         return found
 
-    def load(self, entry: ImageEntry) -> Image.Image:
-        """Decode one entry to RGB; raises `ImageError` with the skip-list reason if it cannot be used."""
-        return load_rgb(entry.path, self.max_pixels)
+    def load(self, path: Path) -> Image.Image:
+        """Decode one image file to RGB; `ImageError` with the skip-list reason if it cannot be used
+        (`LimitError` over `max_pixels`). The predict loop decodes every image through this."""
+        return load_rgb(path, self.max_pixels)
 
     def ground_truth(self) -> dict[str, list[int]] | None:
         """Sorted class ids (in `class_list`) per selected `rel`; None for a plain folder (no annotations)."""

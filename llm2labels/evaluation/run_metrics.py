@@ -9,7 +9,6 @@ per-image filter kept (others score 0); a class takes the best score among its l
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from llm2labels.evaluation.image import image_class_scores, image_metrics
 from llm2labels.evaluation.matching import ClassMatcher
 from llm2labels.evaluation.plots import plot_pr_curves
 from llm2labels.evaluation.vocabulary import evaluate_with_curves
+from llm2labels.runfiles import image_records
 
 Scorer = Callable[[float, float], float]
 
@@ -32,18 +32,20 @@ def image_label_scores(line: Mapping[str, Any], samples: int, scorer: Scorer) ->
 
 def evaluate_run(out_dir: Path, entries: Sequence[str | Sequence[str]], class_list: str,
                  truth: Mapping[str, Sequence[int]], samples_per_image: int, scorer: Scorer,
-                 k: int | None = None, max_k: int = 5000) -> dict[str, Any]:
-    """Write metrics.json, pr_curve.csv and pr_curve.png into `out_dir`; return the metrics."""
+                 k: int | None = None, max_k: int = 5000, precision_divisor: str = "k") -> dict[str, Any]:
+    """Write pr_curve.csv and pr_curve.png into `out_dir`; return the metrics (the caller writes metrics.json).
+
+    `precision_divisor`: what P@K divides by, "k" or "min_k_len" (evaluation.vocabulary).
+    """
     matcher = ClassMatcher.from_name(class_list)
     predictions, truths = [], []
-    with open(out_dir / "images.jsonl", encoding="utf-8") as fh:
-        for raw in fh:
-            line = json.loads(raw)
-            if line["path"] in truth:
-                predictions.append(image_class_scores(image_label_scores(line, samples_per_image, scorer), matcher))
-                truths.append(set(truth[line["path"]]))
+    for line in image_records(out_dir / "images.jsonl"):
+        if line["path"] in truth:
+            predictions.append(image_class_scores(image_label_scores(line, samples_per_image, scorer), matcher))
+            truths.append(set(truth[line["path"]]))
     seen = sorted(set().union(*truths)) if truths else []
-    metrics, curves = evaluate_with_curves(entries, class_list, k=k, seen=seen or None, max_k=max_k)
+    metrics, curves = evaluate_with_curves(entries, class_list, k=k, seen=seen or None, max_k=max_k,
+                                           precision_divisor=precision_divisor)
     metrics["image"] = image_metrics(predictions, truths, len(matcher.classes))
     rows = [pd.DataFrame({"set": name, "K": c.ks, "precision": c.precision, "recall": c.recall})
             for name, c in curves.items()]

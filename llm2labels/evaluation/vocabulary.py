@@ -7,13 +7,16 @@ For the top K entries of the list and a set C of ground-truth classes (figures i
               always the stricter figure: a label that is a synonym of several classes (A-847 has 77 such
               strings) finds each of them for recall, but earns one rank's worth of precision at most;
 - `R`       = distinct classes of C matched / |C|.
-A list shorter than K is padded with misses (the divisor stays K). The PR curve is traced by K = 1..min(max_k,
-len(list)); `AUC` is the trapezoid area under precision (P, not P_class) over recall, with the curve prefixed by
-the point (recall 0, precision at K=1).
+A list shorter than K is padded with misses (the divisor stays K): `precision_divisor="k"`, the definition.
+`precision_divisor="min_k_len"` divides P and P_class by min(K, #L) instead, so a short list is not padded: the
+reading under which the paper's A-847 rows are possible (e.g. P 37.81 with #L 321 at K = 1000). The PR curve
+is traced by K = 1..min(max_k, len(list)); `AUC` is the trapezoid area under precision (P, not P_class) over
+recall, with the curve prefixed by the point (recall 0, precision at K=1).
 
 Entries are compared by their normalised text (a synset by the set of its members' normalised texts). By
 default an entry repeating an earlier one ("Chairs" after "chair") or normalising to nothing is dropped before
-ranks are counted, so a tagger cannot earn precision by repeating a label; `#L` counts the entries that remain.
+ranks are counted, so a tagger cannot earn precision by repeating a label; `#L` counts the entries that remain,
+and `#L at K` caps it at the curve's last K (max_k), as the paper reports it ("#L at K = 5k").
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from llm2labels.normalize import normalize_label
 Entry = str | Sequence[str]
 # Default K per packaged list (docs/method.md); any other list defaults to its number of classes.
 DEFAULT_K = {"ade20k_150": 150, "ade20k_847": 1000}
+# What P@K and P_class@K divide by: K (padding a short list with misses), or min(K, #L).
+PRECISION_DIVISORS = ("k", "min_k_len")
 
 
 @dataclass
@@ -85,6 +90,12 @@ def _check_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _check_divisor(value: Any) -> str:
+    if value not in PRECISION_DIVISORS:
+        raise ConfigError(f"precision_divisor must be one of {', '.join(PRECISION_DIVISORS)}, got {value!r}")
+    return str(value)
+
+
 def _class_ids(matcher: ClassMatcher, classes: Collection[int] | None) -> np.ndarray:
     if classes is None:
         return np.array(sorted(matcher.ids), dtype=np.int64)
@@ -118,7 +129,10 @@ def _at(cum: np.ndarray, k: int) -> int:
     return int(cum[min(k, len(cum)) - 1]) if len(cum) else 0
 
 
-def _metrics(matches: list[tuple[int, ...]], class_ids: np.ndarray, k: int, max_k: int) -> VocabResult:
+def _metrics(matches: list[tuple[int, ...]], class_ids: np.ndarray, k: int, max_k: int,
+             precision_divisor: str = "k") -> VocabResult:
+    """Scalars at K and the curve; `matches` holds the list's first max(K, max_k) entries, so min(K, #L) is
+    min(K, len(matches))."""
     n_classes = len(class_ids)
     hits, found = _cumulative(matches, class_ids)
     m = min(max_k, len(matches))
@@ -129,23 +143,27 @@ def _metrics(matches: list[tuple[int, ...]], class_ids: np.ndarray, k: int, max_
         r = np.concatenate(([0.0], recall))
         p = np.concatenate(([precision[0]], precision))
         auc = float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2))
-    return VocabResult(num_classes=n_classes, k=k, P=100 * _at(hits, k) / k, P_class=100 * min(_at(found, k), _at(hits, k)) / k,
-                       R=100 * _at(found, k) / n_classes, AUC=100 * auc, ks=ks, precision=precision,
-                       recall=recall)
+    divisor = k if precision_divisor == "k" else min(k, len(matches))
+    hits_k, classes_k = _at(hits, k), min(_at(found, k), _at(hits, k))
+    return VocabResult(num_classes=n_classes, k=k, P=100 * hits_k / divisor if divisor else 0.0,
+                       P_class=100 * classes_k / divisor if divisor else 0.0, R=100 * _at(found, k) / n_classes,
+                       AUC=100 * auc, ks=ks, precision=precision, recall=recall)
 
 
 def vocabulary_metrics(entries: Sequence[Entry], matcher: ClassMatcher, k: int,
                        classes: Collection[int] | None = None, max_k: int = 5000,
-                       dedupe: bool = True) -> VocabResult:
+                       dedupe: bool = True, precision_divisor: str = "k") -> VocabResult:
     """P@K, P_class@K, R@K and AUC(PR@K) of a ranked list against the classes C (None: the whole list).
 
     `dedupe=False` walks the entries exactly as given (repeats count again, empty entries are misses).
+    `precision_divisor`: "k" or "min_k_len" (see the module docstring).
     """
     k, max_k = _check_int("k", k), _check_int("max_k", max_k)
+    precision_divisor = _check_divisor(precision_divisor)
     class_ids = _class_ids(matcher, classes)
     limit = max(k, max_k)
     keys = distinct_entries(entries, limit) if dedupe else [normalise_entry(e) for e in entries[:limit]]
-    return _metrics([matcher.match_entry(e) for e in keys], class_ids, k, max_k)
+    return _metrics([matcher.match_entry(e) for e in keys], class_ids, k, max_k, precision_divisor)
 
 
 def default_k(classes: str, matcher: ClassMatcher) -> int:
@@ -157,30 +175,35 @@ _REPORTED = ("num_classes", "P", "P_class", "R", "AUC")
 
 
 def evaluate_ranked(entries: Sequence[Entry], classes: str, k: int | None = None,
-                    seen: Collection[int] | None = None, max_k: int = 5000) -> dict[str, Any]:
+                    seen: Collection[int] | None = None, max_k: int = 5000,
+                    precision_divisor: str = "k") -> dict[str, Any]:
     """The CLI's report: K, #L, FP in vocab, and the metrics for the seen classes (if given) and the full list.
 
-    `num_labels` (#L) counts the distinct entries; `fp_in_vocab` those among the top `max_k` that match no
-    class of the full list.
+    `num_labels` (#L) counts the distinct entries, `num_labels_at_max_k` the same capped at `max_k` (the
+    paper's "#L at K = 5k"); `fp_in_vocab` those among the top `max_k` that match no class of the full list;
+    `precision_divisor` says what P and P_class divide by.
     """
-    return evaluate_with_curves(entries, classes, k, seen, max_k)[0]
+    return evaluate_with_curves(entries, classes, k, seen, max_k, precision_divisor)[0]
 
 
 def evaluate_with_curves(entries: Sequence[Entry], classes: str, k: int | None = None,
-                         seen: Collection[int] | None = None, max_k: int = 5000
+                         seen: Collection[int] | None = None, max_k: int = 5000, precision_divisor: str = "k"
                          ) -> tuple[dict[str, Any], dict[str, VocabResult]]:
     """`evaluate_ranked`'s report and the VocabResult (with curves) behind each of its "seen"/"full" parts."""
     matcher = ClassMatcher.from_name(classes)
     k = default_k(classes, matcher) if k is None else _check_int("k", k)
     max_k = _check_int("max_k", max_k)
+    precision_divisor = _check_divisor(precision_divisor)
     keys = distinct_entries(entries)
     matches = [matcher.match_entry(e) for e in keys[: max(k, max_k)]]
     report: dict[str, Any] = {"classes": str(classes), "k": k, "max_k": max_k, "num_labels": len(keys),
-                              "fp_in_vocab": sum(1 for m in matches[:max_k] if not m)}
+                              "num_labels_at_max_k": min(len(keys), max_k),
+                              "fp_in_vocab": sum(1 for m in matches[:max_k] if not m),
+                              "precision_divisor": precision_divisor}
     results: dict[str, VocabResult] = {}
     if seen is not None:
-        results["seen"] = _metrics(matches, _class_ids(matcher, seen), k, max_k)
-    results["full"] = _metrics(matches, _class_ids(matcher, None), k, max_k)
+        results["seen"] = _metrics(matches, _class_ids(matcher, seen), k, max_k, precision_divisor)
+    results["full"] = _metrics(matches, _class_ids(matcher, None), k, max_k, precision_divisor)
     for name, result in results.items():
         report[name] = {key: getattr(result, key) for key in _REPORTED}
     return report, results

@@ -13,13 +13,7 @@ import copy
 from typing import Any
 
 from llm2labels.errors import require
-from llm2labels.grouping.prompts import (
-    DEFAULT_CORRECTION,
-    DEFAULT_SYSTEM,
-    DEFAULT_USER,
-    ChatGrouper,
-    Message,
-)
+from llm2labels.grouping.prompts import ChatGrouper, Message
 
 TINY = ("tiny", "tiny:llama")  # model ids that build llm2labels.grouping.tiny_lm's random model
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
@@ -27,19 +21,10 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
 
 def load_causal_lm(model_id: str, revision: str | None, dtype: str, trust_remote_code: bool) -> tuple[Any, Any]:
     """(model, tokenizer) via `from_pretrained`: the local cache first, the hub only when reachable, else a
-    one-line MissingWeightsError (the same policy as the VLM proposers' `hf_hub.load_pretrained`)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    one-line MissingWeightsError (`hf_hub.load_pretrained`, as for the VLM proposers)."""
+    from llm2labels.proposers.hf_hub import load_pretrained
 
-    from llm2labels.proposers.hf_hub import DTYPES, from_cache_or_hub
-
-    def load(local_only: bool) -> tuple[Any, Any]:
-        kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
-        AutoConfig.from_pretrained(model_id, **kwargs)  # fails fast on a missing model, before the weights
-        tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
-        return model, tokenizer
-
-    return from_cache_or_hub(model_id, load)
+    return load_pretrained(model_id, revision, dtype, trust_remote_code, kind="causal_lm")
 
 
 class LLMGrouper(ChatGrouper):
@@ -47,35 +32,18 @@ class LLMGrouper(ChatGrouper):
 
     name = "llm"
 
-    def __init__(
-        self,
-        model: str = "meta-llama/Llama-2-7b-chat-hf",
-        context_tokens: int = 4096,
-        max_new_tokens: int = 1024,
-        temperature: float = 0.0,
-        retries: int = 2,
-        max_labels: int = 1000,
-        merge_rounds: int = 3,
-        chunk_tokens: int | None = None,
-        dtype: str = "bfloat16",
-        device: str = "auto",
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        system_prompt: str = DEFAULT_SYSTEM,
-        user_prompt: str = DEFAULT_USER,
-        correction_prompt: str = DEFAULT_CORRECTION,
-    ) -> None:
-        super().__init__(context_tokens=context_tokens, max_new_tokens=max_new_tokens, retries=retries,
-                         max_labels=max_labels, merge_rounds=merge_rounds, chunk_tokens=chunk_tokens,
-                         system_prompt=system_prompt, user_prompt=user_prompt, correction_prompt=correction_prompt)
+    def __init__(self, model: str = "meta-llama/Llama-2-7b-chat-hf", dtype: str = "bfloat16", device: str = "auto",
+                 revision: str | None = None, trust_remote_code: bool = False, seed: int = 0,
+                 **chat: Any) -> None:
+        """`chat`: the settings every chat grouper shares (`ChatGrouper`: context, answer length, temperature,
+        retries, chunking, prompts)."""
+        super().__init__(**chat)
         problems = {
             "model must be a Hugging Face model id or tiny": bool(model),
             f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype}": dtype in DTYPE_NAMES,
-            f"temperature must be >= 0 (0 = greedy), got {temperature}": temperature >= 0,
         }
         require(problems, "grouper=llm: ")
-        self.model_id, self.temperature, self.seed = model, float(temperature), seed
+        self.model_id, self.seed = model, seed
         self.dtype, self.device, self.revision, self.trust_remote_code = dtype, device, revision, trust_remote_code
         self._model: Any = None
         self._tokenizer: Any = None

@@ -14,13 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llm2labels.errors import require
-from llm2labels.grouping.prompts import (
-    DEFAULT_CORRECTION,
-    DEFAULT_SYSTEM,
-    DEFAULT_USER,
-    ChatGrouper,
-    Message,
-)
+from llm2labels.grouping.prompts import ChatGrouper, Message
 from llm2labels.openai_http import OpenAIError, post_json
 
 # The LLM server could not be used; the one-line message names the URL and what to check. The transport
@@ -33,29 +27,12 @@ class OpenAICompatGrouper(ChatGrouper):
 
     name = "openai"
 
-    def __init__(
-        self,
-        model: str = "meta-llama/Llama-2-7b-chat-hf",
-        base_url: str = "http://localhost:8000/v1",
-        api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 300.0,
-        max_retries: int = 3,
-        backoff_s: float = 1.0,
-        context_tokens: int = 4096,
-        chars_per_token: float = 4.0,
-        temperature: float = 0.0,
-        max_tokens: int = 1024,
-        retries: int = 2,
-        max_labels: int = 1000,
-        merge_rounds: int = 3,
-        chunk_tokens: int | None = None,
-        system_prompt: str = DEFAULT_SYSTEM,
-        user_prompt: str = DEFAULT_USER,
-        correction_prompt: str = DEFAULT_CORRECTION,
-    ) -> None:
-        super().__init__(context_tokens=context_tokens, max_new_tokens=max_tokens, retries=retries,
-                         max_labels=max_labels, merge_rounds=merge_rounds, chunk_tokens=chunk_tokens,
-                         system_prompt=system_prompt, user_prompt=user_prompt, correction_prompt=correction_prompt)
+    def __init__(self, model: str = "meta-llama/Llama-2-7b-chat-hf", base_url: str = "http://localhost:8000/v1",
+                 api_key_env: str = "OPENAI_API_KEY", timeout: float = 300.0, max_retries: int = 3,
+                 backoff_s: float = 1.0, chars_per_token: float = 4.0, **chat: Any) -> None:
+        """`chat`: the settings every chat grouper shares (`ChatGrouper`); `max_new_tokens` is sent as the
+        request's `max_tokens`."""
+        super().__init__(**chat)
         problems = {
             "model must be the name the server knows the model by": bool(model),
             f"base_url must be an http(s) URL, got {base_url!r}": urlparse(base_url).scheme in ("http", "https"),
@@ -63,12 +40,11 @@ class OpenAICompatGrouper(ChatGrouper):
             f"max_retries and backoff_s must be >= 0, got {max_retries}, {backoff_s}":
                 max_retries >= 0 and backoff_s >= 0,
             f"chars_per_token must be > 0, got {chars_per_token}": chars_per_token > 0,
-            f"temperature must be >= 0, got {temperature}": temperature >= 0,
         }
         require(problems, "grouper=openai: ")
         self.model, self.base_url, self.api_key_env = model, base_url.rstrip("/"), api_key_env
         self.timeout, self.max_retries, self.backoff_s = float(timeout), max_retries, float(backoff_s)
-        self.chars_per_token, self.temperature = float(chars_per_token), float(temperature)
+        self.chars_per_token = float(chars_per_token)
 
     @property
     def url(self) -> str:
@@ -76,7 +52,7 @@ class OpenAICompatGrouper(ChatGrouper):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "base_url": self.base_url,
-                "context_tokens": self.context_tokens, "max_tokens": self.max_new_tokens,
+                "context_tokens": self.context_tokens, "max_new_tokens": self.max_new_tokens,
                 "temperature": self.temperature}
 
     def render(self, messages: list[Message]) -> str:

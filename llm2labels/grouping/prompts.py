@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm2labels.errors import ConfigError, require
+from llm2labels.errors import ConfigError, int_at_least, number_at_least, require
 from llm2labels.grouping.answers import ParsedGrouping, Tree, forest, parse_answer
 from llm2labels.grouping.vocabulary import build_vocabulary, enforce_coverage
 from llm2labels.scoring.rank import RankedLabel
@@ -112,21 +112,28 @@ class ChatGrouper(ABC):
 
     name = "chat"
 
-    def __init__(self, *, context_tokens: int, max_new_tokens: int, retries: int, max_labels: int,
-                 merge_rounds: int, chunk_tokens: int | None, system_prompt: str, user_prompt: str,
-                 correction_prompt: str) -> None:
+    def __init__(self, *, context_tokens: int = 4096, max_new_tokens: int = 1024, temperature: float = 0.0,
+                 retries: int = 2, max_labels: int = 1000, merge_rounds: int = 3, chunk_tokens: int | None = None,
+                 system_prompt: str = DEFAULT_SYSTEM, user_prompt: str = DEFAULT_USER,
+                 correction_prompt: str = DEFAULT_CORRECTION) -> None:
+        """The settings every chat grouper shares (conf/grouper/llm.yaml says what each means)."""
+        counts = {"retries": retries, "max_labels": max_labels, "merge_rounds": merge_rounds}
         checks = {
-            f"max_new_tokens must be > 0, got {max_new_tokens}": max_new_tokens > 0,
-            f"context_tokens ({context_tokens}) must exceed max_new_tokens ({max_new_tokens})":
-                context_tokens > max_new_tokens,
-            f"retries, max_labels and merge_rounds must be >= 0, got {retries}, {max_labels}, {merge_rounds}":
-                min(retries, max_labels, merge_rounds) >= 0,
-            f"chunk_tokens must be null or > 0, got {chunk_tokens}": chunk_tokens is None or chunk_tokens > 0,
-            "user_prompt must contain the {labels} slot": "{labels}" in user_prompt,
+            f"max_new_tokens must be a whole number > 0, got {max_new_tokens!r}": int_at_least(max_new_tokens, 1),
+            f"context_tokens must be a whole number > max_new_tokens ({max_new_tokens}), got {context_tokens!r}":
+                int_at_least(context_tokens, 2) and int_at_least(max_new_tokens, 1)
+                and context_tokens > max_new_tokens,
+            f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}": number_at_least(temperature, 0),
+            **{f"{key} must be a whole number >= 0, got {value!r}": int_at_least(value, 0)
+               for key, value in counts.items()},
+            f"chunk_tokens must be null or a whole number > 0, got {chunk_tokens!r}":
+                chunk_tokens is None or int_at_least(chunk_tokens, 1),
+            "user_prompt must contain the {labels} slot": isinstance(user_prompt, str) and "{labels}" in user_prompt,
         }
         require(checks, f"grouper={self.name}: ")
         self.context_tokens, self.max_new_tokens, self.retries = context_tokens, max_new_tokens, retries
         self.max_labels, self.merge_rounds, self.chunk_tokens = max_labels, merge_rounds, chunk_tokens
+        self.temperature = float(temperature)
         self.prompts = Prompts(system_prompt, user_prompt, correction_prompt)
 
     @abstractmethod

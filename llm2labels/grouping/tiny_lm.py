@@ -13,7 +13,6 @@ import json
 from functools import cache
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from llm2labels.grouping.prompts import DEFAULT_CORRECTION, DEFAULT_SYSTEM, DEFAULT_USER
@@ -50,22 +49,10 @@ def _corpus() -> list[str]:
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level BPE (every byte encodable, so any label round-trips) with the chat template above."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=SPECIALS[4:],
-        chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-    )
+    from llm2labels.proposers.tiny_tokenizers import byte_bpe
+
+    return byte_bpe(_corpus(), VOCAB_SIZE, SPECIALS, full_alphabet=True,
+                    additional_special_tokens=SPECIALS[4:], chat_template=CHAT_TEMPLATE)
 
 
 @cache

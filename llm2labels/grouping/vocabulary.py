@@ -1,4 +1,4 @@
-"""The vocabulary every grouper returns, and the coverage rule they share (method.md, Stage 2).
+"""The vocabulary every grouper returns, and the coverage rule they share (docs/method.md, "Stage 2").
 
 vocabulary.json:
     {"synsets": [{"name", "members", "score", "occ", "images"}],   # rank order (by best-ranked member)
@@ -13,9 +13,18 @@ need per-image data the ranking no longer has).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from llm2labels.scoring.rank import RankedLabel
+
+
+class Grouper(Protocol):
+    """What the pipeline calls a grouper: the ranked list in, the vocabulary.json object out (every input
+    label in exactly one synset: `build_vocabulary` enforces it)."""
+
+    name: str
+
+    def __call__(self, ranked: list[RankedLabel]) -> dict[str, Any]: ...
 
 
 def enforce_coverage(labels: Sequence[str], synsets: Iterable[tuple[str, Sequence[str]]]

@@ -23,19 +23,26 @@ DTYPES: dict[str, torch.dtype | str] = {
 }
 
 
-def load_pretrained(
-    model_id: str, revision: str | None, dtype: str, trust_remote_code: bool
-) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """`from_pretrained` of model + processor (on the CPU: `device_map` would need `accelerate`); from the
-    local cache first, from the hub only when it is reachable, else MissingWeightsError."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+# What `load_pretrained` builds: the auto classes of the model and of what reads its input.
+KINDS = {"vlm": ("AutoModelForImageTextToText", "AutoProcessor"),  # the proposers
+         "causal_lm": ("AutoModelForCausalLM", "AutoTokenizer")}  # the LLM grouper
+
+
+def load_pretrained(model_id: str, revision: str | None, dtype: str, trust_remote_code: bool,
+                    kind: str = "vlm") -> tuple[PreTrainedModel, ProcessorMixin]:
+    """`from_pretrained` of model + processor (or tokenizer, `kind="causal_lm"`) on the CPU (`device_map`
+    would need `accelerate`); from the local cache first, from the hub only when it is reachable, else
+    MissingWeightsError."""
+    import transformers
+
+    model_class, reader_class = (getattr(transformers, name) for name in KINDS[kind])
 
     def load(local_only: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
         kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only)
-        AutoConfig.from_pretrained(model_id, **kwargs)  # fails fast on a missing model, before the weights
-        processor = AutoProcessor.from_pretrained(model_id, **kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
-        return model, processor
+        transformers.AutoConfig.from_pretrained(model_id, **kwargs)  # fails fast on a missing model
+        reader = reader_class.from_pretrained(model_id, **kwargs)
+        model = model_class.from_pretrained(model_id, dtype=DTYPES[dtype], **kwargs)
+        return model, reader
 
     return from_cache_or_hub(model_id, load)
 

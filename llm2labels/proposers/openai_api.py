@@ -12,13 +12,12 @@ the server (vLLM derives it from the seed and k, so it is still repeatable on th
 The server's tokenizer is remote, so `token_ids` are unknown (-1 each). Each token's text comes from its
 `bytes` (the exact UTF-8 bytes, since a token may hold part of a character) or else its `token` string; the
 bytes are decoded incrementally, so a split character is credited to the token that completes it (as in
-`hf_vlm.decode_with_ends`). See `fit_tokens` for how the tokens' text is reconciled with the answer's.
+`token_ends.decode_with_ends`). See `fit_tokens` for how the tokens' text is reconciled with the answer's.
 """
 
 from __future__ import annotations
 
 import base64
-import codecs
 import io
 import json
 import logging
@@ -31,14 +30,12 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
-from llm2labels.errors import int_at_least, number_at_least, require
+from llm2labels.errors import int_at_least, number_at_least
 from llm2labels.openai_http import OpenAIError, one_line, post_json
-from llm2labels.proposers.base import CropRequest, Generation, Proposer
+from llm2labels.proposers.base import CropRequest, Generation
+from llm2labels.proposers.settings import SamplingProposer
+from llm2labels.proposers.token_ends import decode_pieces
 
-# Same as hf_vlm.DEFAULT_PROMPT (not imported from there: that module loads torch and transformers).
-DEFAULT_PROMPT = (
-    "Analyze the image and provide a Python list containing all semantic segmentation labels for the image."
-)
 # A refusal of n > 1: vLLM/OpenAI name the parameter ("n"), llama.cpp says "Only one completion choice ...".
 # A false match only costs one request per sample, which then fails with the server's own message.
 _REFUSES_N = re.compile(r"""\bn\b|["']n["']|choice""", re.IGNORECASE)
@@ -50,26 +47,28 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class OpenAIProposer(Proposer):
+class OpenAIProposer(SamplingProposer):
     """Samples label lists from a served VLM, keeping the per-token log-probabilities the server returns.
 
-    `logprob_mode` records which distribution those are ("raw" or "processed"); it changes nothing in the
-    request, since the server decides. vLLM returns raw log-probs unless started with
-    `--logprobs-mode processed_logprobs`; other servers and hosted APIs rarely say which they return.
+    The sampling settings are `SamplingProposer`'s, but the server applies the chat template (no
+    `template`) and its own defaults to what is left null (top_k, repetition_penalty, not sent).
+    `logprobs` records which distribution the server's log-probs are from ("raw" or "processed"); it
+    changes nothing in the request, since the server decides. vLLM returns raw log-probs unless started
+    with `--logprobs-mode processed_logprobs`; other servers and hosted APIs rarely say which they return.
     """
+
+    error_prefix = "proposer=openai: "
+    served = True
 
     def __init__(
         self,
         model: str,
+        *,
         base_url: str = "http://localhost:8000/v1",
-        prompt: str = DEFAULT_PROMPT,
-        temperature: float = 0.3,
-        top_p: float = 0.9,
-        max_tokens: int = 100,
         repetition_penalty: float | None = None,
         top_k: int | None = None,
+        logprobs: str = "processed",
         extra_body: Mapping[str, Any] | None = None,
-        logprob_mode: str = "processed",
         use_n: bool = True,
         jpeg_quality: int = 90,
         max_concurrency: int = 8,
@@ -77,10 +76,10 @@ class OpenAIProposer(Proposer):
         timeout: float = 300.0,
         max_retries: int = 3,
         backoff_s: float = 1.0,
+        **sampling: Any,
     ) -> None:
-        self.model, self.base_url, self.prompt = model, str(base_url).rstrip("/"), prompt
-        self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
-        self.repetition_penalty, self.top_k, self.logprob_mode = repetition_penalty, top_k, logprob_mode
+        super().__init__(repetition_penalty=repetition_penalty, top_k=top_k, logprobs=logprobs, **sampling)
+        self.model, self.base_url = model, str(base_url).rstrip("/")
         self.extra_body = dict(extra_body or {})
         self.use_n, self.jpeg_quality, self.max_concurrency = use_n, jpeg_quality, max_concurrency
         self.api_key_env, self.timeout, self.max_retries, self.backoff_s = api_key_env, timeout, max_retries, backoff_s
@@ -89,24 +88,15 @@ class OpenAIProposer(Proposer):
         self._warned = False
 
     def _validate(self) -> None:
-        rules = {  # message -> holds
+        server = {
             "model must be the name the server knows the model by": bool(self.model),
             f"base_url must be an http(s) URL, got {self.base_url!r}":
                 urlparse(self.base_url).scheme in ("http", "https"),
-            "prompt must not be empty": bool(self.prompt),
-            f"temperature must be >= 0, got {self.temperature}": number_at_least(self.temperature, 0.0),
-            f"top_p must be in (0, 1], got {self.top_p}": number_at_least(self.top_p, 0.0) and 0 < self.top_p <= 1,
-            f"max_tokens must be an int >= 1, got {self.max_tokens}": int_at_least(self.max_tokens, 1),
-            f"repetition_penalty must be null (not sent) or > 0, got {self.repetition_penalty}":
-                self.repetition_penalty is None or (number_at_least(self.repetition_penalty, 0.0)
-                                                    and self.repetition_penalty > 0),
-            f"top_k must be null (not sent) or an int >= 1, got {self.top_k}":
-                self.top_k is None or int_at_least(self.top_k, 1),
+        }
+        request = {  # message -> holds
             f"extra_body must not set {sorted(_RESERVED & set(self.extra_body))} (they have keys of their own)":
                 not _RESERVED & set(self.extra_body),
             "extra_body must be a JSON-serialisable mapping": _jsonable(self.extra_body),
-            f"logprob_mode must be raw or processed, got {self.logprob_mode!r}":
-                self.logprob_mode in ("raw", "processed"),
             f"use_n must be true or false, got {self.use_n!r}": isinstance(self.use_n, bool),
             f"jpeg_quality must be an int in [1, 95], got {self.jpeg_quality}":
                 int_at_least(self.jpeg_quality, 1) and self.jpeg_quality <= 95,
@@ -115,16 +105,18 @@ class OpenAIProposer(Proposer):
             f"max_retries must be an int >= 0, got {self.max_retries}": int_at_least(self.max_retries, 0),
             f"backoff_s must be >= 0, got {self.backoff_s}": number_at_least(self.backoff_s, 0.0),
         }
-        require(rules, "proposer=openai: ")
+        self.check(server, request)
 
     @property
     def url(self) -> str:
         return f"{self.base_url}/chat/completions"
 
     def fingerprint(self) -> dict[str, Any]:
-        """What changes a sample; not the key, the concurrency or the transport settings."""
+        """What changes a sample; not the key, the concurrency or the transport settings. The keys and values
+        name the sample store's folder: keep them as they are (`max_tokens` is `max_new_tokens`,
+        `logprob_mode` is `logprobs`)."""
         return {"backend": "openai", "base_url": self.base_url, "model": self.model, "prompt": self.prompt,
-                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens,
                 "repetition_penalty": self.repetition_penalty, "top_k": self.top_k, "extra_body": self.extra_body,
                 "use_n": self.use_n, "jpeg_quality": self.jpeg_quality, "logprob_mode": self.logprob_mode}
 
@@ -176,7 +168,7 @@ class OpenAIProposer(Proposer):
         content = [{"type": "text", "text": self.prompt}, {"type": "image_url", "image_url": {"url": image_url}}]
         body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}], "n": n,
                                 "seed": seed, "temperature": self.temperature, "top_p": self.top_p,
-                                "max_tokens": self.max_tokens, "logprobs": True, "top_logprobs": 0}
+                                "max_tokens": self.max_new_tokens, "logprobs": True, "top_logprobs": 0}
         if self.repetition_penalty is not None:  # vLLM / SGLang extensions, accepted as top-level keys
             body["repetition_penalty"] = self.repetition_penalty
         if self.top_k is not None:
@@ -221,23 +213,6 @@ def data_url(image: Image.Image, quality: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_pieces(pieces: list[bytes]) -> tuple[str, list[int]]:
-    """Decode tokens' UTF-8 bytes into the text and each token's end offset (in characters).
-
-    The incremental decoder holds back an incomplete character until the token that completes it, so a
-    token holding the first byte(s) of a character ends where the previous one did. Invalid bytes become
-    U+FFFD, as in `bytes.decode("utf-8", "replace")` of the whole.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    parts, ends, end = [], [], 0
-    for j, piece in enumerate(pieces):
-        part = decoder.decode(piece, final=j == len(pieces) - 1)
-        parts.append(part)
-        end += len(part)
-        ends.append(end)
-    return "".join(parts), ends
-
-
 def fit_tokens(text: str, ends: list[int], logprobs: list[float], content: str
                ) -> tuple[str, list[int], list[float]]:
     """Reconcile the tokens' text with the answer's `content`; returns (text, token_ends, logprobs).
@@ -273,8 +248,6 @@ def _map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> 
 def _finite(logprob: float) -> float:
     """Servers send -9999 or -inf for impossible tokens; keep them finite for JSON."""
     return logprob if math.isfinite(logprob) else -1e9
-
-
 
 
 def _jsonable(value: Any) -> bool:

@@ -217,6 +217,8 @@ def call_generation_config(base: GenerationConfig, samples: int, max_new_tokens:
 
 def builtin_processors(model: PreTrainedModel, call_config: GenerationConfig) -> list[str]:
     """Names of the processors HF itself would add for `call_config` on `model` (must be empty)."""
+    # HF internals: `_prepare_generation_config`, `_prepare_special_tokens` and `_get_logits_processor`, the
+    # steps by which `generate` builds its own processor list (their arguments are transformers 5.24's).
     prepared, _ = model._prepare_generation_config(call_config)
     model._prepare_special_tokens(prepared, device=model.device)  # EOS-based ones (min_length) need it
     built = model._get_logits_processor(

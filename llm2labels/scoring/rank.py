@@ -1,7 +1,8 @@
-"""Dataset-level ranking of filtered image labels into the candidate list L (method "Dataset ranking").
+"""Dataset-level ranking of filtered image labels into the candidate list L (docs/method.md, "Dataset ranking").
 
 Streaming: `DatasetRanker` keeps only per-label accumulators (image count, score sum, surface-form counts),
-never per-image data, so any number of images fits; partial rankers from parallel workers `merge`.
+never per-image data, so any number of images fits. Images are added in dataset order by one process (the
+scoring workers hand their results back to it), so the sums, and the ranking, do not depend on the workers.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
-
-from llm2labels.errors import ConfigError
 
 Scorer = Callable[[float, float], float]
 
@@ -79,24 +78,12 @@ class DatasetRanker:
                     counts = self._surface[label] = Counter()
                 counts.update(forms)
 
-    def merge(self, other: DatasetRanker) -> None:
-        """Add another ranker's images into this one (for parallel post-processing)."""
-        images, sums = dict(other._images), dict(other._score_sum)  # copies: other may be self
-        surface = {label: Counter(c) for label, c in other._surface.items()}
-        self.n_images += other.n_images
-        for label, count in images.items():
-            self._images[label] = self._images.get(label, 0) + count
-            self._score_sum[label] = self._score_sum.get(label, 0.0) + sums[label]
-        for label, forms in surface.items():
-            self._surface.setdefault(label, Counter()).update(forms)
-
-    def rank(self, scorer: Scorer = occ_prob, n_images: int | None = None) -> list[RankedLabel]:
+    def rank(self, scorer: Scorer = occ_prob) -> list[RankedLabel]:
         """Score every label with `scorer(occ, prob)` and sort: score desc, then image count desc, then label.
 
-        occ = images where the label survived / n, with n the images added unless `n_images` is given (for
-        instance to count images that were skipped upstream); prob = mean image score over those images.
+        occ = images where the label survived / images added; prob = mean image score over those images.
         """
-        n = self.n_images if n_images is None else self._check_n(n_images)
+        n = self.n_images
         rows = []
         for label, count in self._images.items():
             share, mean = count / n, self._score_sum[label] / count
@@ -106,15 +93,6 @@ class DatasetRanker:
             RankedLabel(i, label, score, share, mean, count, self._surface_order(label))
             for i, (score, count, label, share, mean) in enumerate(rows, start=1)
         ]
-
-    def _check_n(self, n_images: object) -> int:
-        ok = isinstance(n_images, int) and not isinstance(n_images, bool)
-        if not ok or n_images < max(self.n_images, 1):  # type: ignore[operator]
-            raise ConfigError(
-                f"DatasetRanker.rank: n_images must be an int >= the {self.n_images} images added (and >= 1), "
-                f"got {n_images!r}"
-            )
-        return n_images  # type: ignore[return-value]
 
     def _surface_order(self, label: str) -> list[str]:
         forms = self._surface.get(label, Counter())

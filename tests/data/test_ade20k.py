@@ -80,7 +80,7 @@ def test_scene_parsing_ids_from_either_root(tmp_path: Path) -> None:
         assert [e.rel for e in ds.entries()] == sorted(expected)
         assert ds.ground_truth() == expected
         assert ds.seen_classes() == [0, 2, 12, 149] and ds.missing_annotations == []
-        assert ds.load(ds.entries()[0]).size == (3, 2)
+        assert ds.load(ds.entries()[0].path).size == (3, 2)
 
 
 def test_limit_reads_only_the_selected_annotations(tmp_path: Path, count_reads: list[str]) -> None:

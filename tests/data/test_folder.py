@@ -61,7 +61,7 @@ def test_mixed_folder_loads_the_good_and_names_the_bad(tmp_path: Path) -> None:
     loaded, reasons = {}, {}
     for entry in entries:
         try:
-            loaded[entry.rel] = ds.load(entry)
+            loaded[entry.rel] = ds.load(entry.path)
         except ImageError as e:
             reasons[entry.rel] = str(e).split(": ")[0]
     assert set(loaded) == GOOD and reasons == BAD

@@ -45,7 +45,7 @@ def test_names_synonyms_and_ids_resolve_to_sorted_ids(tmp_path: Path) -> None:
         "c.jpg": [],
         "d.jpg": [53, 121],
     }
-    assert ds.load(ds.entries()[3]).size == (4, 4)
+    assert ds.load(ds.entries()[3].path).size == (4, 4)
 
 
 def test_exact_primary_wins_and_shared_primaries_are_ambiguous(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def test_samples_are_packaged_and_load_as_rgb() -> None:
     entries = ds.entries()
     assert [e.rel for e in entries] == FILES
     for entry in entries:
-        img = ds.load(entry)
+        img = ds.load(entry.path)
         assert img.mode == "RGB" and max(img.size) <= 640 and min(img.size) >= 300
     with Image.open(ds.root / "camera.jpg") as raw:
         assert raw.mode == "L"  # stored grayscale on purpose

@@ -48,6 +48,19 @@ def test_csv_and_txt_equal_evaluate_ranked(files, capsys) -> None:
     assert json.loads(out) == evaluate_ranked(list(reversed(LABELS)), "ade20k_847", k=5, max_k=7)
 
 
+def test_precision_divisor_option(files, capsys) -> None:
+    """10 labels at K = 150: P divides by 150 by default, by min(150, 10) = 10 with min_k_len; #L at K = 7."""
+    code, out, _ = run_main(capsys, str(files["csv"]), "--classes", "ade20k_150", "--max-k", "7")
+    default = json.loads(out)
+    code, out, _ = run_main(capsys, str(files["csv"]), "--classes", "ade20k_150", "--max-k", "7",
+                            "--precision-divisor", "min_k_len")
+    report = json.loads(out)
+    assert code == 0 and report == evaluate_ranked(LABELS, "ade20k_150", max_k=7, precision_divisor="min_k_len")
+    assert (default["precision_divisor"], report["precision_divisor"]) == ("k", "min_k_len")
+    assert (report["num_labels"], report["num_labels_at_max_k"]) == (10, 7)
+    assert report["full"]["P"] == pytest.approx(default["full"]["P"] * 150 / 10)
+
+
 def test_plot_option(files, capsys) -> None:
     png = files["dir"] / "pr.png"
     code, _, _ = run_main(capsys, str(files["csv"]), "--classes", "ade20k_150", "--seen", str(files["seen"]),
@@ -55,7 +68,8 @@ def test_plot_option(files, capsys) -> None:
     assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("case", ["missing", "classes", "seen_json", "seen_ids", "seen_type", "k", "args"])
+@pytest.mark.parametrize("case", ["missing", "classes", "seen_json", "seen_ids", "seen_type", "k", "args",
+                                  "divisor"])
 def test_bad_input_one_line_exit_2(files, capsys, case: str) -> None:
     bad = files["dir"] / "bad.json"
     bad.write_text({"seen_json": "[1, 2", "seen_ids": "[0, 150]", "seen_type": '{"a": 1}'}.get(case, "[]"),
@@ -68,6 +82,7 @@ def test_bad_input_one_line_exit_2(files, capsys, case: str) -> None:
         "seen_type": [str(files["csv"]), "--classes", "ade20k_150", "--seen", str(bad)],
         "k": [str(files["csv"]), "--classes", "ade20k_150", "--k", "0"],
         "args": [str(files["csv"])],
+        "divisor": [str(files["csv"]), "--classes", "ade20k_150", "--precision-divisor", "len"],
     }[case]
     code, out, err = run_main(capsys, *argv)
     assert code == 2 and out == ""

@@ -98,6 +98,35 @@ def test_max_k_cuts_the_curve_not_k() -> None:
     assert r.AUC == pytest.approx(5.0)
 
 
+def test_precision_divisor_k_or_min_k_len_by_hand() -> None:
+    entries = ["wall", "sky", "man", "door", "tree", "Walls"]
+    # distinct: wall, sky, man, door, tree ("Walls" repeats wall) -> #L = 5; hits wall, man, door = 3;
+    # classes found wall, person, door = 3 of |C| = 5.
+    # K = 8 > #L:  divisor K: P = 3/8 = 37.5 %;  divisor min(K, #L) = 5: P = 3/5 = 60 %;  R = 3/5 = 60 % either way
+    by_k = vocabulary_metrics(entries, TOY, k=8)
+    by_len = vocabulary_metrics(entries, TOY, k=8, precision_divisor="min_k_len")
+    assert scalars(by_k) == pytest.approx((37.5, 37.5, 60.0))
+    assert scalars(by_len) == pytest.approx((60.0, 60.0, 60.0))
+    assert by_len.AUC == by_k.AUC and list(by_len.precision) == list(by_k.precision)  # the curve has K <= #L
+    # K = 3 < #L: min(K, #L) = K, so both give P = hits among wall, sky, man = 2 / 3; R = {wall, person} = 2/5
+    for divisor in ("k", "min_k_len"):
+        r = vocabulary_metrics(entries, TOY, k=3, precision_divisor=divisor)
+        assert scalars(r) == pytest.approx((200 / 3, 200 / 3, 40.0))
+    # an empty list has nothing to divide: 0, not a division by zero
+    assert vocabulary_metrics([], TOY, k=5, precision_divisor="min_k_len").P == 0.0
+    with pytest.raises(ConfigError, match="precision_divisor must be one of k, min_k_len, got 'len'"):
+        vocabulary_metrics(entries, TOY, k=3, precision_divisor="len")
+
+
+def test_paper_a847_precision_needs_min_k_len() -> None:
+    """P 37.81 with #L 321 at K = 1000 (the paper's A-847 rows): 321 labels reach at most 32.1 % divided by K."""
+    m = ClassMatcher.from_name("ade20k_847")
+    names = list(dict.fromkeys(c.name for c in m.classes))[:121] + [f"no class {i}" for i in range(200)]
+    assert len(names) == 321  # 121 hits, #L 321
+    assert vocabulary_metrics(names, m, k=1000).P == pytest.approx(12.1)  # 121 / 1000
+    assert vocabulary_metrics(names, m, k=1000, precision_divisor="min_k_len").P == pytest.approx(100 * 121 / 321)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="k must be"):
         vocabulary_metrics(["wall"], TOY, k=0)
@@ -118,8 +147,9 @@ def test_to_dict_leaves_curves_out() -> None:
 WORDS = [f"w{i}" for i in range(14)]  # normalise to themselves; w10..w13 name no class
 
 
-def reference(entries: list, classes: list[set[str]], c: set[int], k: int, max_k: int) -> tuple:
-    """Loops only: dedupe, then walk the list."""
+def reference(entries: list, classes: list[set[str]], c: set[int], k: int, max_k: int,
+              divisor: str = "k") -> tuple:
+    """Loops only: dedupe, then walk the list; P@K over K, or over min(K, #L)."""
     kept, keys = [], []
     for e in entries:
         key = e if isinstance(e, str) else tuple(sorted(set(e)))
@@ -136,7 +166,9 @@ def reference(entries: list, classes: list[set[str]], c: set[int], k: int, max_k
             if rank <= max_k:
                 curve.append((len(found) / len(c), hits / rank))
         if rank == k:
-            p_at, pc_at, r_at = 100 * hits / k, 100 * min(len(found), hits) / k, 100 * len(found) / len(c)
+            d = k if divisor == "k" else min(k, len(kept))
+            p_at, pc_at = (100 * hits / d, 100 * min(len(found), hits) / d) if d else (0.0, 0.0)
+            r_at = 100 * len(found) / len(c)
     auc, prev = 0.0, (0.0, curve[0][1]) if curve else None
     for point in curve:
         auc += (point[0] - prev[0]) * (point[1] + prev[1]) / 2
@@ -153,8 +185,9 @@ entry = st.one_of(st.sampled_from(WORDS), st.lists(st.sampled_from(WORDS), min_s
 def test_random_lists_match_plain_loops(synonyms, entries, k, max_k, data) -> None:
     matcher = ClassMatcher([ClassInfo(i, sorted(s)[0], tuple(sorted(s))) for i, s in enumerate(synonyms)])
     c = data.draw(st.sets(st.integers(0, len(synonyms) - 1), min_size=1))
-    r = vocabulary_metrics(entries, matcher, k=k, classes=c, max_k=max_k)
-    p, pc, rec, auc, curve = reference(entries, synonyms, c, k, max_k)
+    divisor = data.draw(st.sampled_from(["k", "min_k_len"]))
+    r = vocabulary_metrics(entries, matcher, k=k, classes=c, max_k=max_k, precision_divisor=divisor)
+    p, pc, rec, auc, curve = reference(entries, synonyms, c, k, max_k, divisor)
     assert (r.P, r.P_class, r.R, r.AUC) == pytest.approx((p, pc, rec, auc), abs=1e-9)
     assert [x for point in zip(r.recall, r.precision) for x in point] == pytest.approx(
         [x for point in curve for x in point])
@@ -167,6 +200,7 @@ def test_evaluate_ranked_report() -> None:
     out = evaluate_ranked(entries, "ade20k_150", seen=[0, 12, 4])
     # distinct: wall, sky, man, person, tree, blue thing -> #L 6; no k given -> 150 for ade20k_150
     assert (out["k"], out["num_labels"], out["max_k"]) == (150, 6, 5000)
+    assert out["num_labels_at_max_k"] == 6 and out["precision_divisor"] == "k"  # the defaults
     assert out["fp_in_vocab"] == 1  # "blue thing"
     # seen {wall 0, person 12, tree 4}: hits wall, man, person, tree = 4; classes 3
     assert out["seen"] == pytest.approx({"num_classes": 3, "P": 400 / 150, "P_class": 2.0, "R": 100.0,
@@ -176,6 +210,31 @@ def test_evaluate_ranked_report() -> None:
     assert evaluate_ranked(entries, "ade20k_847")["k"] == 1000
     assert evaluate_ranked(entries, "pascal_voc_21", k=5)["k"] == 5
     assert evaluate_ranked(entries, "pascal_voc_21")["k"] == len(ClassMatcher.from_name("pascal_voc_21"))
+
+
+def test_label_count_at_max_k_and_divisor_in_the_report() -> None:
+    entries = ["wall", "blue thing", "sky", "Walls", "thing two", "person"]
+    # distinct: wall, blue thing, sky, thing two, person -> #L = 5, #L at K (max_k = 4) = min(5, 4) = 4;
+    # K = 8: hits wall, sky, person = 3 -> P = 3/8 = 37.5 % (divisor K) or 3/min(8, 5) = 60 % (min_k_len);
+    # seen {wall 0, sky 2, floor 3, person 12}: R = 3/4 = 75 %; FP in the top 4: blue thing, thing two = 2
+    seen = [0, 2, 3, 12]
+    out = evaluate_ranked(entries, "ade20k_150", k=8, seen=seen, max_k=4)
+    assert (out["num_labels"], out["num_labels_at_max_k"], out["fp_in_vocab"]) == (5, 4, 2)
+    assert out["precision_divisor"] == "k" and out["seen"]["P"] == pytest.approx(37.5)
+    assert out["seen"]["R"] == pytest.approx(75.0)
+    short = evaluate_ranked(entries, "ade20k_150", k=8, seen=seen, max_k=4, precision_divisor="min_k_len")
+    assert short["precision_divisor"] == "min_k_len" and short["seen"]["P"] == pytest.approx(60.0)
+    assert short["full"]["P"] == pytest.approx(60.0) and short["seen"]["R"] == pytest.approx(75.0)
+    assert evaluate_ranked(entries, "ade20k_150", max_k=5000)["num_labels_at_max_k"] == 5  # #L < max_k
+
+
+def test_run_settings_check_the_divisor() -> None:
+    from llm2labels.settings import check_run_settings
+
+    cfg = {"evaluation": {"precision_divisor": "min_k_len"}, "cache": {"dir": "/tmp/store"}}
+    check_run_settings(cfg)
+    with pytest.raises(ConfigError, match="evaluation.precision_divisor must be k or min_k_len .* got 'K'"):
+        check_run_settings({**cfg, "evaluation": {"precision_divisor": "K"}})
 
 
 def test_read_ranked_formats(tmp_path: Path) -> None:

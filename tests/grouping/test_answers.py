@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm2labels.grouping.answers import forest, parse_answer
+from llm2labels.grouping.answers import ParsedGrouping, forest, parse_answer
 
 CAR = ("car", ["car", "automobile"])
 TREE = ("tree", ["tree"])
@@ -105,10 +105,29 @@ def test_never_raises_on_bracket_soup(text: str) -> None:
     assert parsed is None or all(name in members for name, members in parsed.synsets)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=300))
-def test_never_raises_on_any_text(text: str) -> None:
-    parse_answer(text)
+def _well_formed(parsed: ParsedGrouping | None) -> bool:
+    """None, or synsets of strings with the canonical name among its members and hierarchy trees of strings."""
+    if parsed is None:
+        return True
+    synsets_ok = all(isinstance(name, str) and isinstance(members, list) and name in members
+                     and all(isinstance(m, str) for m in members) for name, members in parsed.synsets)
+    return synsets_ok and isinstance(parsed.truncated, bool) and all(isinstance(n, str) for n in parsed.names())
+
+
+# Any text, and JSON-like text with noise around it (so that some of it parses), cut anywhere.
+NOISY = st.builds(lambda pre, body, post, cut: (pre + body + post)[:cut], st.text(max_size=20),
+                  st.sampled_from([c[0] for c in CORPUS]), st.text(max_size=20), st.integers(0, 400))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | NOISY)
+def test_any_text_gives_none_or_a_well_formed_grouping(text: str) -> None:
+    assert _well_formed(parse_answer(text))
+
+
+def test_the_well_formed_check_can_fail() -> None:
+    assert not _well_formed(ParsedGrouping([("car", ["automobile"])]))  # canonical name missing
+    assert not _well_formed(ParsedGrouping([("car", ["car", 3])]))  # type: ignore[list-item]
 
 
 def test_deep_nesting_and_non_text_do_not_raise() -> None:

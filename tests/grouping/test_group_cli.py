@@ -9,8 +9,8 @@ import pytest
 
 from llm2labels.group import main
 from llm2labels.grouping.exports import FILES
-from llm2labels.outputs import write_labels_csv
 from llm2labels.runfiles import read_ranked_labels as read_ranked
+from llm2labels.runfiles import write_labels_csv
 from llm2labels.scoring.rank import RankedLabel
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -132,8 +132,10 @@ def test_labels_beyond_max_labels_stay_singletons_unseen() -> None:
 
 
 def test_config_errors_are_one_line() -> None:
-    with pytest.raises(ConfigError, match="must exceed max_new_tokens"):
+    with pytest.raises(ConfigError, match=r"context_tokens must be a whole number > max_new_tokens \(512\)"):
         LLMGrouper(context_tokens=512, max_new_tokens=512)
+    with pytest.raises(ConfigError, match="retries must be a whole number >= 0, got 'abc'"):
+        LLMGrouper(retries="abc")
     with pytest.raises(ConfigError, match="{labels}"):
         LLMGrouper(user_prompt="group these")
     with pytest.raises(ConfigError, match="dtype"):

@@ -56,7 +56,7 @@ def synsets(vocab: dict[str, Any]) -> list[tuple[str, list[str]]]:
 def test_good_answer(server: tuple[str, Script], monkeypatch: pytest.MonkeyPatch) -> None:
     url, script = server
     monkeypatch.delenv("LLM2LABELS_TEST_KEY", raising=False)
-    vocab = grouper(url, temperature=0.2, max_tokens=300)(ranked(LABELS))
+    vocab = grouper(url, temperature=0.2, max_new_tokens=300)(ranked(LABELS))
     assert synsets(vocab) == [("car", ["car", "automobile"]), ("sky", ["sky"])]
     assert vocab["grouper"]["llm_calls"] == 1 and vocab["grouper"]["base_url"] == url
     headers, body = script.requests[0]
@@ -123,7 +123,7 @@ def test_chunking_uses_the_chars_per_token_estimate(server: tuple[str, Script]) 
     url, script = server
     script.replies = [(200, "no", 0.0)] * 10
     labels = [f"label number {i}" for i in range(40)]  # '"label number 12", ' = 18-19 chars: 5 tokens each
-    g = grouper(url, context_tokens=500, max_tokens=100, chars_per_token=4.0, retries=0)
+    g = grouper(url, context_tokens=500, max_new_tokens=100, chars_per_token=4.0, retries=0)
     overhead = g.count_tokens(g.render(g.prompts.ask([])))  # retries=0: no correction exchange to fit
     per_chunk = (500 - 100 - overhead) // 5
     vocab = g(ranked(labels))

@@ -11,11 +11,9 @@ import json
 import math
 import pickle
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -25,9 +23,10 @@ from llm2labels.parsing import parse_labels, token_indices
 from llm2labels.proposers import nouns
 from llm2labels.proposers.base import CropRequest, Generation, token_ends_from_pieces
 from llm2labels.proposers.caption_parse import CaptionParseProposer, first_line, labels_generation, list_quote
-from llm2labels.proposers.hf_vlm import HFVLMProposer, decode_with_ends
+from llm2labels.proposers.hf_vlm import HFVLMProposer
 from llm2labels.proposers.nouns import NounExtractor
 from llm2labels.proposers.tiny import build_tiny
+from llm2labels.proposers.token_ends import decode_with_ends
 from llm2labels.proposers.vqa import VQAProposer, answer_spans
 from llm2labels.scoring.aggregate import TokenAggregator
 
@@ -48,13 +47,7 @@ needs_parser = pytest.mark.skipif(
 PRODUCT = TokenAggregator("product")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run 50x slower with a second spinning thread on a busy 2-core machine (test_hf_vlm)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def overlapping(ends: list[int], start: int, end: int) -> list[int]:

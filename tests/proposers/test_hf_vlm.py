@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +20,7 @@ SAMPLES = Path(__file__).parents[2] / "llm2labels" / "assets" / "samples"
 LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 _proposers: dict[tuple[str, str], HFVLMProposer] = {}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine its spin-waiting makes
-    them 50x slower (15 s instead of 0.3 s per generate call, measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def image(name: str) -> Image.Image:
@@ -222,25 +212,25 @@ def test_shared_prefill_reads_the_prompt_once_per_crop_and_samples_as_before(fam
 
 
 @pytest.mark.parametrize("family", ["instructblip", "blip2", "llava"])
-def test_a_static_kv_cache_samples_as_the_dynamic_one(family: str) -> None:
+def test_a_static_kv_cache_samples_as_the_dynamic_one(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
     p = proposer(family, batch_size=8)
     requests = [CropRequest(image(n), list(range(5 * i, 5 * i + 5))) for i, n in enumerate(["camera", "chelsea"])]
     dynamic = p.propose(requests)
     p.kv_cache = "static"
     caches: list[str] = []
-    original = p._prefix_cache
+    original = hf_vlm.prefix_cache
 
-    def recording(inputs: dict, samples: int) -> dict:
-        out = original(inputs, samples)
-        caches.extend(type(cache).__name__ for cache in out.values())
-        return out
+    def recording(*args: Any) -> tuple[Any, str]:
+        cache, why = original(*args)
+        if cache is not None:
+            caches.append(type(cache).__name__)
+        return cache, why
 
-    p._prefix_cache = recording  # type: ignore[method-assign]
+    monkeypatch.setattr(hf_vlm, "prefix_cache", recording)
     try:
         static = p.propose(requests)
     finally:
         p.kv_cache = "dynamic"
-        del p._prefix_cache
     assert caches == ["StaticCache"]
     for dynamic_crop, static_crop in zip(dynamic, static, strict=True):
         for a, b in zip(dynamic_crop, static_crop, strict=True):
@@ -257,6 +247,14 @@ def test_a_static_kv_cache_samples_as_the_dynamic_one(family: str) -> None:
 def test_prefill_and_cache_options_are_validated(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         HFVLMProposer(model="tiny:llava", **kwargs)
+
+
+def test_compile_is_refused_with_the_dynamic_cache_it_would_not_change() -> None:
+    for shared_prefill in (True, False):  # kv_cache=dynamic is the default
+        with pytest.raises(ConfigError) as info:
+            HFVLMProposer(model="tiny:llava", compile=True, shared_prefill=shared_prefill)
+        assert str(info.value).startswith("compile=true needs kv_cache=static") and "\n" not in str(info.value)
+    assert HFVLMProposer(model="tiny:llava", compile=True, kv_cache="static").compile is True
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -314,7 +312,6 @@ def test_from_pretrained_path_on_a_saved_checkpoint_with_stale_defaults(
     import copy
     import json
 
-    from llm2labels.proposers.tiny import build_tiny
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, processor = copy.deepcopy(build_tiny(family))
@@ -371,61 +368,6 @@ def test_every_proposer_config_instantiates_with_the_paper_settings() -> None:
             )
             assert p.prompt.startswith("Analyze the image and provide a Python list")
             assert p.dtype == ("float32" if name.startswith("tiny") else "bfloat16")
-
-
-# --- token ends: the windowed decode against the exact prefix method --------------------------------------
-
-TEXTS = ["['car', 'road', 'tree']", "a man riding a red motorcycle", "café 東京 naïve – ok ✓", "  two  spaces\n"]
-
-
-def sentencepiece_style_tokenizer() -> Any:
-    """A Llama-style tokenizer: "▁" for spaces, BPE with byte fallback (<0xNN> tokens for unseen
-    characters), and a decoder that fuses bytes and strips the text's first space."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    corpus = ["['car', 'road', 'tree', 'sky']", "a man riding a red motorcycle on a dirt road"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-
-
-def tokenizer_named(name: str) -> Any:
-    if name == "minilm":  # a trained WordPiece tokenizer (the packaged sentence-embedding model's)
-        from llm2labels.grouping.embedding import load_encoder
-
-        return load_encoder("all-MiniLM-L6-v2", "cpu").tokenizer
-    if name == "sentencepiece":
-        return sentencepiece_style_tokenizer()
-    return build_tiny(name)[1].tokenizer
-
-
-@pytest.mark.parametrize("name", [*FAMILIES, "minilm", "sentencepiece"])
-def test_windowed_token_ends_equal_the_exact_prefix_method(name: str) -> None:
-    tokenizer = tokenizer_named(name)
-    rng = random.Random(0)
-    sequences = [tokenizer(t, add_special_tokens=False).input_ids for t in TEXTS]
-    sequences += [rng.choices(range(len(tokenizer)), k=rng.randint(1, 40)) for _ in range(150)]
-    for ids in sequences:
-        assert hf_vlm.decode_with_ends(tokenizer, ids) == hf_vlm.decode_with_ends_exact(tokenizer, ids)
-
-
-@pytest.mark.parametrize("name", [*FAMILIES, "minilm", "sentencepiece"])
-def test_plain_answers_take_the_windowed_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokenizer = tokenizer_named(name)
-    ids = tokenizer(TEXTS[0] * 6, add_special_tokens=False).input_ids  # longer than the window
-
-    def refuse(*args: Any) -> None:
-        raise AssertionError("fell back to the prefix method")
-
-    expected = hf_vlm.decode_with_ends_exact(tokenizer, ids)
-    monkeypatch.setattr(hf_vlm, "decode_with_ends_exact", refuse)
-    assert len(ids) > hf_vlm.DECODE_WINDOW and hf_vlm.decode_with_ends(tokenizer, ids) == expected
 
 
 def test_a_static_cache_that_cannot_be_used_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import base64
 import io
 import json
@@ -10,8 +9,6 @@ import math
 import pickle
 import time
 from collections.abc import Iterator
-from importlib.util import find_spec
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +22,9 @@ from llm2labels.errors import ConfigError
 from llm2labels.grouping.openai_compat import GrouperError
 from llm2labels.openai_http import OpenAIError
 from llm2labels.proposers.base import CropRequest
-from llm2labels.proposers.openai_api import DEFAULT_PROMPT, OpenAIProposer, decode_pieces, fit_tokens
+from llm2labels.proposers.openai_api import OpenAIProposer, fit_tokens
+from llm2labels.proposers.settings import DEFAULT_PROMPT
+from llm2labels.proposers.token_ends import decode_pieces
 
 # The fake model's answers as its tokens' UTF-8 bytes; "é" (c3 a9) is split across two tokens.
 ANSWERS = [
@@ -33,7 +32,6 @@ ANSWERS = [
     [b"['", b"tree", b"',", b" '", b"road", b"']"],  # ['tree', 'road']
     [b"['", b"sky", b"']"],  # ['sky']
 ]
-hf_vlm_spec = find_spec("llm2labels.proposers.hf_vlm")
 CAFE_ENDS = [2, 5, 6, 8, 10, 13, 15]  # by hand: "['" 2, "caf" 5, "é" 6, "'," 8, " '" 10, "sky" 13, "']" 15
 
 
@@ -141,7 +139,7 @@ def test_two_crops_three_seeds_come_back_as_the_server_sent_them(server: tuple[s
 def test_vllm_extras_and_extra_body_are_top_level_keys(server: tuple[str, Script]) -> None:
     url, script = server
     proposer(url, repetition_penalty=2.0, top_k=50, extra_body={"min_p": 0.05}, temperature=0.7,
-             top_p=0.5, max_tokens=30, prompt="List the objects.").propose(crops([[5]]))
+             top_p=0.5, max_new_tokens=30, prompt="List the objects.").propose(crops([[5]]))
     body = script.requests[0][1]
     assert (body["repetition_penalty"], body["top_k"], body["min_p"]) == (2.0, 50, 0.05)
     assert (body["temperature"], body["top_p"], body["max_tokens"], body["n"], body["seed"]) == (0.7, 0.5, 30, 1, 5)
@@ -216,12 +214,6 @@ def test_authorization_header_only_when_the_key_is_set(server: tuple[str, Script
     assert script.requests[1][0]["Authorization"] == "Bearer sk-test-123"
 
 
-def test_decode_pieces_credits_a_split_character_to_the_token_that_completes_it() -> None:
-    assert decode_pieces([b"a\xe2\x82", b"\xac", b"b"]) == ("a€b", [1, 2, 3])  # € = e2 82 ac
-    assert decode_pieces([b"x", b"\xe2"]) == ("x\ufffd", [1, 2])  # cut off mid-character: replaced
-    assert decode_pieces([]) == ("", [])
-
-
 @pytest.mark.parametrize(("tokens", "content", "expected"), [
     (["['", "sky", "']"], "['sky']", ("['sky']", [2, 5, 7], [-1, -2, -3])),
     (["['", "sky", "']", "</s>"], "['sky']", ("['sky']", [2, 5, 7], [-1, -2, -3])),  # EOS text cut
@@ -240,10 +232,13 @@ def test_fit_tokens_keeps_the_content_when_it_can(tokens: list[str], content: st
     ({"base_url": "localhost:8000"}, "base_url must be an http(s) URL"),
     ({"top_p": 0}, "top_p must be in (0, 1]"),
     ({"temperature": -1}, "temperature must be >= 0"),
-    ({"max_tokens": 0}, "max_tokens must be an int >= 1"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be an int >= 1"),
     ({"repetition_penalty": 0}, "repetition_penalty must be null"),
     ({"top_k": 0}, "top_k must be null (not sent) or an int >= 1"),
-    ({"logprob_mode": "both"}, "logprob_mode must be raw or processed"),
+    ({"logprobs": "both"}, "logprobs must be raw or processed"),
+    ({"max_tokens": 30}, "max_tokens is now called max_new_tokens"),
+    ({"logprob_mode": "raw"}, "logprob_mode is now called logprobs"),
+    ({"template": "USER: {prompt}"}, "template is not used (the server applies the model's chat template)"),
     ({"extra_body": {"n": 4}}, "extra_body must not set ['n']"),
     ({"extra_body": {"x": object()}}, "extra_body must be a JSON-serialisable mapping"),
     ({"max_concurrency": 0}, "max_concurrency must be an int >= 1"),
@@ -268,12 +263,9 @@ def test_fingerprint_holds_what_changes_samples_only() -> None:
     assert pickle.loads(pickle.dumps(base)).fingerprint() == fp  # shipped to worker processes
 
 
-def test_default_prompt_is_the_hf_proposers() -> None:
-    """Read from hf_vlm's source, since importing it loads transformers (6 s)."""
-    tree = ast.parse((Path(hf_vlm_spec.origin)).read_text())
-    value = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                 and [getattr(t, "id", None) for t in node.targets] == ["DEFAULT_PROMPT"])
-    assert DEFAULT_PROMPT == ast.literal_eval(value)
+def test_the_prompt_defaults_to_the_one_all_sampling_proposers_share() -> None:
+    assert OpenAIProposer("m").prompt == OpenAIProposer("m", prompt=None).prompt == DEFAULT_PROMPT
+    assert OpenAIProposer("m", prompt="List the objects.").prompt == "List the objects."
 
 
 def test_app_end_to_end_against_the_fake_server(make_cfg, tmp_path, server: tuple[str, Script]) -> None:

@@ -106,7 +106,7 @@ def make(**kw: Any) -> VLLMProposer:
     ({"top_p": 1.5}, "top_p must be in (0, 1]"),
     ({"top_k": -1}, "top_k must be an int >= 0"),
     ({"repetition_penalty": 0}, "repetition_penalty must be > 0"),
-    ({"max_tokens": 0}, "max_tokens must be an int >= 1"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be an int >= 1"),
     ({"logprobs": "logits"}, "logprobs must be raw or processed"),
     ({"tensor_parallel_size": 0}, "tensor_parallel_size must be an int >= 1"),
     ({"gpu_memory_utilization": 1.2}, "gpu_memory_utilization must be in (0, 1]"),
@@ -127,10 +127,27 @@ def test_fingerprint_names_the_backend_and_what_changes_samples():
     hf = HFVLMProposer(model="llava-hf/llava-1.5-7b-hf", template="USER: <image>\n{prompt} ASSISTANT:",
                        prompt="List the labels.").fingerprint()
     assert fp != hf  # the same model and prompt under HF must never share a store with vLLM's samples
-    for change in ({"temperature": 0.7}, {"top_k": 0}, {"logprobs": "processed"}, {"max_tokens": 50},
+    for change in ({"temperature": 0.7}, {"top_k": 0}, {"logprobs": "processed"}, {"max_new_tokens": 50},
                    {"engine_kwargs": {"quantization": "fp8"}}):
         assert make(**change).fingerprint() != fp, change
     assert make(gpu_memory_utilization=0.5, tensor_parallel_size=2).fingerprint() == fp
+
+
+def test_the_light_backends_load_neither_hf_vlm_nor_torch():
+    """vllm_offline and openai_api share the prompt, settings and token ends through modules of their own:
+    importing them loads neither hf_vlm nor torch (seconds, and GPU memory in vLLM's engine processes)."""
+    code = ("import sys, llm2labels.proposers.vllm_offline, llm2labels.proposers.openai_api; "
+            "print(sorted(m for m in ('llm2labels.proposers.hf_vlm', 'llm2labels.proposers.tiny', 'torch', "
+            "'transformers') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_a_renamed_key_is_one_line_naming_the_new_one():
+    with pytest.raises(ConfigError) as err:
+        make(max_tokens=50)
+    assert str(err.value) == "proposer=vllm: max_tokens is now called max_new_tokens"
 
 
 def test_missing_vllm_is_one_line_with_install_hint(monkeypatch):
@@ -159,7 +176,7 @@ def test_engine_arguments(fake_vllm, mode, vllm_mode):
 
 
 def test_propose_sends_one_request_per_sample_in_one_generate_call(fake_vllm):
-    proposer = make(temperature=0.7, top_k=0, repetition_penalty=1.1, max_tokens=4)
+    proposer = make(temperature=0.7, top_k=0, repetition_penalty=1.1, max_new_tokens=4)
     proposer.setup("cpu")
     red, blue = Image.new("RGB", (8, 6), "red"), Image.new("L", (5, 5), 128)
     out = proposer.propose([CropRequest(red, [4, 7]), CropRequest(blue, []), CropRequest(blue, [9])])
@@ -286,7 +303,7 @@ def vllm_server(vllm_env, tmp_path) -> Iterator[tuple[str, str]]:
 @pytest.mark.vllm
 def test_openai_proposer_against_vllm_serve(vllm_server):
     base_url, model = vllm_server
-    proposer = OpenAIProposer(model=model, base_url=base_url, max_tokens=24, logprob_mode="raw", timeout=120)
+    proposer = OpenAIProposer(model=model, base_url=base_url, max_new_tokens=24, logprobs="raw", timeout=120)
     a, b = images()
     requests = [CropRequest(a, SEEDS_A), CropRequest(b, SEEDS_B)]
     start = time.perf_counter()
@@ -306,6 +323,6 @@ def test_qwen2vl_config_caps_image_tokens_within_the_context(make_cfg):
     max_pixels = proposer.engine_args()["mm_processor_kwargs"]["max_pixels"]
     image_tokens = max_pixels // (28 * 28)  # Qwen2-VL: one token per 28 x 28 pixels
     assert image_tokens == 1280
-    assert image_tokens + 100 + proposer.max_tokens <= proposer.max_model_len  # + a generous text prompt
+    assert image_tokens + 100 + proposer.max_new_tokens <= proposer.max_model_len  # + a generous text prompt
     assert proposer.fingerprint()["engine_kwargs"] == {"mm_processor_kwargs": {"max_pixels": 1003520}}
     assert proposer.fingerprint()["max_model_len"] == proposer.max_model_len

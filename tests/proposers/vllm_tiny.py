@@ -34,9 +34,10 @@ def save_tiny_blip2(path: Path) -> Path:
     import torch
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
 
-    from llm2labels.proposers.tiny import IMAGE_ID, IMAGE_PX, NUM_QUERY_TOKENS, PATCH_PX, _lm_tokenizer
+    from llm2labels.proposers.tiny import IMAGE_ID, IMAGE_PX, NUM_QUERY_TOKENS, PATCH_PX
+    from llm2labels.proposers.tiny_tokenizers import lm_tokenizer
 
-    tokenizer = _lm_tokenizer(add_bos=True)  # the HF tiny models' list-shaped byte-level BPE
+    tokenizer = lm_tokenizer(add_bos=True)  # the HF tiny models' list-shaped byte-level BPE
     tokenizer.chat_template = CHAT_TEMPLATE
     width = 64  # vision and Q-Former: one head of 64
     config = Blip2Config(
@@ -72,7 +73,7 @@ def run_offline(model_dir: str, out: str) -> None:
     from llm2labels.proposers.base import CropRequest
     from llm2labels.proposers.vllm_offline import VLLMProposer
 
-    proposer = VLLMProposer(model=model_dir, template=TEMPLATE, max_tokens=24, dtype="float32",
+    proposer = VLLMProposer(model=model_dir, template=TEMPLATE, max_new_tokens=24, dtype="float32",
                             gpu_memory_utilization=0.3, max_model_len=256)
     a, b = images()
     start = time.perf_counter()

@@ -3,9 +3,10 @@
 import math
 
 import pytest
+from oracles import pool_image
 
 from llm2labels.errors import ConfigError
-from llm2labels.scoring.aggregate import TokenAggregator, pool_image
+from llm2labels.scoring.aggregate import TokenAggregator
 
 LP = [math.log(0.5), math.log(0.8)]
 

@@ -1,0 +1,102 @@
+"""A run's images from the store to the dataset ranking: which images can be scored, scoring them into
+images.jsonl (with worker processes, `postprocess.score_stored`), and repairing damaged records.
+
+Plain Python over stored samples: no model, no Lightning, no Hydra (a regeneration, when one is needed, is
+asked of the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from llm2labels.errors import StorageError
+from llm2labels.grid import Crop
+from llm2labels.postprocess import ImageResult, Scoring, StoredImage, rank_images, score_stored
+from llm2labels.scoring.rank import DatasetRanker
+from llm2labels.store import SampleStore, sample_key
+from llm2labels.work import ImageWork, plan
+
+log = logging.getLogger("llm2labels")
+Skipped = list[dict[str, str]]  # [{"path": rel, "reason": ...}] in dataset order
+
+
+def select(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], store: SampleStore,
+           max_pixels: int) -> tuple[list[StoredImage], Skipped]:
+    """The images to score (every sample stored) and the skipped ones with their reason, in dataset order."""
+    keys = [(c.key, k) for c in crops for k in range(c.samples)]
+    usable: list[StoredImage] = []
+    skipped: Skipped = []
+    for entry, uid in zip(entries, uids):
+        reason = store.skip_reason(uid, max_pixels)
+        if reason is not None:
+            skipped.append({"path": entry.rel, "reason": reason})
+            continue
+        locs = [store.locate(sample_key(uid, c, k)) for c, k in keys]
+        if any(loc is None for loc in locs):
+            skipped.append({"path": entry.rel, "reason": "samples missing (generation did not finish)"})
+            continue
+        usable.append((uid, entry.rel, locs))  # type: ignore[arg-type]
+    return usable, skipped
+
+
+def score_all(usable: list[StoredImage], store: SampleStore, scoring: Scoring, images_path: Path,
+              workers: int = 1) -> Iterator[ImageResult]:
+    """Score the usable images from the store, writing their labels to images.jsonl as they come (by
+    `workers` processes, see postprocess.score_stored; the output is the same whatever their number).
+    An image with a damaged record comes out with `damaged` set and no images.jsonl line."""
+    try:
+        fh = open(images_path, "w", encoding="utf-8")
+    except OSError as e:
+        raise StorageError.writing(images_path, e) from e
+    with fh, tqdm(total=len(usable), desc="scoring", unit="img", disable=None) as bar:
+        for lines, results in score_stored(usable, store.reader(), scoring, workers):
+            try:
+                fh.write(lines)
+                fh.flush()  # a killed run keeps every image scored so far
+            except OSError as e:
+                raise StorageError.writing(images_path, e) from e
+            bar.update(len(results))
+            yield from results
+
+
+def _set_aside_damaged(results: Iterator[ImageResult], damaged: list[ImageResult]) -> Iterator[ImageResult]:
+    """The scored results; those of images with a damaged record go to `damaged` instead."""
+    for result in results:
+        if result.damaged:
+            damaged.append(result)
+        else:
+            yield result
+
+
+def score_run(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], store: SampleStore,
+              scoring: Scoring, images_path: Path, max_pixels: int, workers: int, seed: int,
+              regenerate: Callable[[list[ImageWork]], bool]) -> tuple[DatasetRanker, Skipped, int]:
+    """Score and rank every usable image: (ranker, skipped images, damaged records found).
+
+    A damaged record (a line that is complete but no sample) is quarantined (SampleStore.quarantine), its
+    image planned again and handed to `regenerate`, after which everything is scored again. `regenerate`
+    returns False when it cannot generate now (the other ranks of a multi-process job have gone): those
+    images are then skipped, and the next run regenerates them."""
+    found = 0
+    while True:
+        usable, skipped = select(entries, uids, crops, store, max_pixels)
+        damaged: list[ImageResult] = []
+        ranker = rank_images(_set_aside_damaged(score_all(usable, store, scoring, images_path, workers), damaged))
+        found += store.quarantine(loc for r in damaged for loc in r.damaged)
+        if not damaged:
+            return ranker, skipped, found
+        log.warning("%d images have damaged sample records: left out of the index (%s)", len(damaged),
+                    store.dir / "damaged.jsonl")
+        store.refresh()
+        items = plan(entries, uids, crops, seed, store, max_pixels)
+        if not items or not regenerate(items):
+            by_path = {r.path for r in damaged}
+            skipped += [{"path": e.rel, "reason": "damaged sample record (regenerated by the next run)"}
+                        for e in entries if e.rel in by_path]
+            return ranker, skipped, found
+        store.refresh()
