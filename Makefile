@@ -1,5 +1,5 @@
 PY ?= .venv/bin/python
-.PHONY: install test test-slow lint run smoke clean bench tables
+.PHONY: install test test-slow lint run smoke clean bench bench-scale tables
 
 install:  ## create .venv and install the package with dev and baseline extras (CPU torch pinned)
 	python3 -m venv .venv
@@ -28,6 +28,9 @@ clean:
 bench:  ## benchmarks that print figures (no timed assertions): proposal overhead, prefill, post-processing, evaluation
 	$(PY) -m benchmarks.run_all
 	$(PY) -m benchmarks.eval_speed
+
+bench-scale:  ## the sample store at 100k and 1M images (writes ~6 GB once under $TMPDIR; ~15 min the first time)
+	$(PY) -m benchmarks.store_scale --images 1000000
 
 tables:  ## the paper's tables from a sweep: make tables SWEEP=outputs/multirun/table2/<time>
 	$(PY) -m experiments.tables $(SWEEP)

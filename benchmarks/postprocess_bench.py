@@ -33,7 +33,7 @@ from typing import Any
 from llm2labels.classes import load_class_list
 from llm2labels.data.images import DEFAULT_MAX_PIXELS
 from llm2labels.grid import Crop, sample_seed
-from llm2labels.store import SampleStore, sample_key
+from llm2labels.store import SampleStore, new_writer, sample_key
 
 TARGET_SECONDS = 10.0  # for TARGET_IMAGES
 TARGET_IMAGES = 25_000
@@ -113,22 +113,40 @@ def fingerprint(images: int, samples: int, labels: int, seed: int) -> dict[str, 
             "samples": samples, "labels": labels, "seed": seed, "format": FORMAT_VERSION}
 
 
-def write_store(root: Path, images: int, samples: int, labels: int, seed: int = 0
-                ) -> tuple[SampleStore, float]:
-    """The synthetic store under `root` (reused when complete) and the seconds spent writing it."""
+def write_store(root: Path, images: int, samples: int, labels: int, seed: int = 0,
+                images_per_file: int | None = None, processes: int = 1) -> tuple[SampleStore, float]:
+    """The synthetic store under `root` (reused when complete) and the seconds spent writing it: one sample
+    file, or one per `images_per_file` images (as runs and ranks leave them), written by `processes`."""
     store = SampleStore(root, fingerprint(images, samples, labels, seed))
     done = store.dir / "complete.json"
     if done.exists():
         return store, 0.0
-    for old in store.dir.glob("samples-*.jsonl"):  # an interrupted write: start over
+    for old in [*store.dir.glob("samples-*.jsonl"), *store.dir.glob("index/*")]:  # an interrupted write
         old.unlink()
-    t0, gen = time.perf_counter(), Generator(samples, labels, seed)
-    writer = store.writer("synthetic")
-    for start in range(0, images, 1000):
-        writer.write(r for i in range(start, min(start + 1000, images)) for r in gen.records(i))
-    writer.close()
-    done.write_text(json.dumps({"records": writer.written}))
+    t0 = time.perf_counter()
+    step = images_per_file or images
+    parts = [(store.dir, start, min(start + step, images), samples, labels, seed)
+             for start in range(0, images, step)]
+    if processes > 1 and len(parts) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes) as pool:
+            written = sum(pool.map(_write_part, parts))
+    else:
+        written = sum(map(_write_part, parts))
+    done.write_text(json.dumps({"records": written}))
     return store, time.perf_counter() - t0
+
+
+def _write_part(part: tuple[Path, int, int, int, int, int]) -> int:
+    """Images [start, stop) into a sample file of their own; returns the records written."""
+    store_dir, start, stop, samples, labels, seed = part
+    gen = Generator(samples, labels, seed)
+    writer = new_writer(store_dir, f"synthetic{start}")
+    for first in range(start, stop, 1000):
+        writer.write(r for i in range(first, min(first + 1000, stop)) for r in gen.records(i))
+    writer.close()
+    return writer.written
 
 
 def rss_mb(field: str = "VmRSS") -> float:

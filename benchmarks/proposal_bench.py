@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ def prefill_counter(model: nn.Module) -> Iterator[dict[str, int]]:
         handle.remove()
 
 
-def bare_batches(items: list[ImageWork], batch_size: int, source: Any) -> list[list[CropRequest]]:
+def bare_batches(items: Sequence[ImageWork], batch_size: int, source: Any) -> list[list[CropRequest]]:
     """The crop requests of each predict step, decoded (by the run's dataset, `source`) and gridded
     (untimed) by predict.py's dataset."""
     dataset = ProposalDataset(items, source)
@@ -148,7 +148,7 @@ class Bench:
         store.refresh()
         return store
 
-    def items(self) -> list[ImageWork]:
+    def items(self) -> Sequence[ImageWork]:
         with tempfile.TemporaryDirectory() as root:
             return plan(self.entries, self.uids, self.crops, self.cfg.seed, self.store(Path(root)), self.max_pixels)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,8 @@ from llm2labels.scoring.aggregate import TokenAggregator
 from llm2labels.scoring.filters import ImageFilter
 from llm2labels.scoring.rank import Scorer, to_frame
 from llm2labels.settings import check_run_settings
-from llm2labels.store import FileHashes, SampleStore, sample_key
-from llm2labels.work import ImageWork, effective_crops, plan
+from llm2labels.store import FileHashes, SampleStore
+from llm2labels.work import ImageWork, Lookup, effective_crops, look_up, plan, stored_counts
 
 log = logging.getLogger("llm2labels")
 
@@ -91,7 +91,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, ranked: list, vocabulary: dict[str,
     return metrics
 
 
-def generate(cfg: DictConfig, parts: Parts, store: SampleStore, items: list[ImageWork]) -> int:
+def generate(cfg: DictConfig, parts: Parts, store: SampleStore, items: Sequence[ImageWork]) -> int:
     """The predict loop (predict.py) over `items`; returns this process's global rank. Lightning is imported
     only here, so a run with nothing to generate never loads it."""
     from llm2labels.predict import generate as predict_loop
@@ -113,9 +113,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         uids = list(tqdm(hashes.uids(e.path for e in entries), total=len(entries), desc="hashing", disable=None))
         store.refresh()
     crops = effective_crops(parts.grid, parts.proposer)
-    needed = {sample_key(u, c.key, k) for u in set(uids) for c in crops for k in range(c.samples)}
-    hits = sum(k in store for k in needed)
-    items = plan(entries, uids, crops, cfg.seed, store, max_pixels)
+    found: Lookup | None = look_up(uids, crops, store, max_pixels)  # valid until the store is refreshed
+    _, hits = found.counts(uids)
+    items = plan(entries, uids, crops, cfg.seed, store, max_pixels, found)
     log.info("%d images, %d crops each, %d samples stored, %d images to generate", len(entries), len(crops),
              hits, len(items))
     in_group = joins_process_group(cfg.trainer)
@@ -125,9 +125,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 store.check_writable()  # before the model loads
             if generate(cfg, parts, store, items) != 0:
                 return None
-        store.refresh()
+            store.refresh()
+            found = None
 
-    def regenerate(damaged: list[ImageWork]) -> bool:  # the other ranks have gone after their loop
+    def regenerate(damaged: Sequence[ImageWork]) -> bool:  # the other ranks have gone after their loop
         if in_group:
             return False
         store.check_writable()
@@ -138,13 +139,14 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         workers = resolve_workers(cfg.get("postprocess", {}).get("workers"))
         scoring = Scoring(parts.aggregator, cfg.pool, parts.filter)
         ranker, skipped, damaged = score_run(entries, uids, crops, store, scoring, out_dir / "images.jsonl",
-                                             max_pixels, workers, cfg.seed, regenerate)
+                                             max_pixels, workers, cfg.seed, regenerate, found)
         ranked = ranker.rank(parts.scorer) if ranker.n_images else []
     n_images = ranker.n_images
+    stored = hits if found is not None and not damaged else stored_counts(uids, crops, store)[1]
     hits -= damaged  # a damaged record was no hit: its sample was made again
     summary = {
         "images": n_images, "skipped": skipped, "crops": n_images * len(crops),
-        "generations": sum(k in store for k in needed) - hits, "cache_hits": hits, "damaged_records": damaged,
+        "generations": stored - hits, "cache_hits": hits, "damaged_records": damaged,
         "labels": len(ranked), "proposer": parts.proposer.fingerprint(), "grid": repr(parts.grid),
         "filter": getattr(parts.filter, "name", type(parts.filter).__name__), "store": str(store.dir),
         **scan_notes(parts.dataset),

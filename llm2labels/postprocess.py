@@ -20,21 +20,35 @@ import os
 import signal
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from llm2labels.errors import ConfigError, int_at_least
 from llm2labels.normalize import normalize_label
 from llm2labels.parsing import label_spans, token_indices
 from llm2labels.scoring.aggregate import TokenAggregator, check_probability, pool_grouped
 from llm2labels.scoring.rank import DatasetRanker
-from llm2labels.store import DamagedRecord, StoreReader
+from llm2labels.store import DamagedRecord, KeyMismatch, StoreReader, decode_sample
 
-#: One image to score from the store: (uid, path, where each of its samples is, in sample order).
-StoredImage = tuple[str, str, list[tuple[int, int]]]
 CHUNK = 200  # images per worker task: large enough to amortise the pickling, small enough to stream
+
+
+@dataclass
+class Chunk:
+    """Consecutive images to score, as a worker receives them: each image's uid and path, and where each of
+    its samples is (file number, offset, length; arrays of images x samples); `columns` names the samples
+    ((crop, sample index), the same for every image), so each line's key can be checked."""
+
+    uids: list[str]
+    paths: list[str]
+    files: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    columns: list[tuple[str, int]]
 
 
 @dataclass
@@ -51,7 +65,8 @@ class ImageResult:
     labels: dict[str, tuple[float, int]]
     kept: dict[str, float]
     surface: dict[str, list[str]] = field(default_factory=dict)
-    damaged: list[tuple[int, int]] = field(default_factory=list)  # its records that are not samples: unscored
+    damaged: list[tuple[int, int, int]] = field(default_factory=list)  # records that are no samples: unscored
+    mismatched: list[str] = field(default_factory=list)  # keys whose line held another key (hash collision)
 
 
 def score_image(uid: str, path: str, samples: Iterable[Mapping[str, Any]],
@@ -125,36 +140,38 @@ def image_line(result: ImageResult) -> str:
     return json.dumps({"path": result.path, "uid": result.uid, "kept": result.kept, "labels": result.labels})
 
 
-def read_samples(reader: StoreReader, locs: Sequence[tuple[int, int]]
-                 ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
-    """An image's samples, and the locations of those that are damaged (DamagedRecord)."""
-    samples, damaged = [], []
-    for loc in locs:
-        try:
-            samples.append(reader.read_sample(loc))
-        except DamagedRecord:
-            damaged.append(loc)
-    return samples, damaged
-
-
-def score_chunk(images: Sequence[StoredImage], reader: StoreReader, scoring: Scoring,
-                normalized: dict[str, str]) -> tuple[str, list[ImageResult]]:
-    """Score consecutive images: their images.jsonl lines (one string) and results without `labels`. An
-    image with a damaged record is not scored: its result lists the damaged locations, and it has no line."""
+def score_chunk(chunk: Chunk, reader: StoreReader, scoring: Scoring, normalized: dict[str, str]
+                ) -> tuple[str, list[ImageResult]]:
+    """Score consecutive images: their images.jsonl lines (one string) and results without `labels`. Their
+    records are read in file order, in a few large reads (`StoreReader.read_lines`). An image with a damaged
+    record, or a line holding another key than its own, is not scored: its result says which, and it has no
+    line."""
+    n, m = chunk.files.shape
+    locs = list(zip(chunk.files.ravel().tolist(), chunk.offsets.ravel().tolist(), chunk.lengths.ravel().tolist()))
+    lines = reader.read_lines(locs)
     results = []
-    for uid, path, locs in images:
-        samples, damaged = read_samples(reader, locs)
-        if damaged:
-            results.append(ImageResult(uid, path, {}, {}, damaged=damaged))
+    for i, (uid, path) in enumerate(zip(chunk.uids, chunk.paths)):
+        samples, damaged, mismatched = [], [], []
+        for j, (crop, k) in enumerate(chunk.columns):
+            loc = locs[i * m + j]
+            key = f"{uid}|{crop}|{k}"
+            try:
+                samples.append(decode_sample(lines[i * m + j], reader.files[loc[0]], loc[1], key))
+            except DamagedRecord:
+                damaged.append(loc)
+            except KeyMismatch:
+                mismatched.append(key)
+        if damaged or mismatched:
+            results.append(ImageResult(uid, path, {}, {}, damaged=damaged, mismatched=mismatched))
             continue
         results.append(score_image(uid, path, samples, scoring.aggregate, scoring.pool, scoring.image_filter,
                                    normalized))
     if len(normalized) > 1 << 18:  # bounded like normalize_label's own cache
         normalized.clear()
-    lines = "".join(image_line(r) + "\n" for r in results if not r.damaged)
+    lines_out = "".join(image_line(r) + "\n" for r in results if not (r.damaged or r.mismatched))
     for r in results:
         r.labels = {}
-    return lines, results
+    return lines_out, results
 
 
 _WORKER: dict[str, Any] = {}  # a worker process's reader, settings and normalisation cache
@@ -177,8 +194,8 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_chunk(images: list[StoredImage]) -> tuple[str, list[ImageResult]]:
-    return score_chunk(images, _WORKER["reader"], _WORKER["scoring"], _WORKER["normalized"])
+def _worker_chunk(chunk: Chunk) -> tuple[str, list[ImageResult]]:
+    return score_chunk(chunk, _WORKER["reader"], _WORKER["scoring"], _WORKER["normalized"])
 
 
 def default_workers() -> int:
@@ -197,26 +214,24 @@ def resolve_workers(value: object) -> int:
     return value
 
 
-def score_stored(images: Sequence[StoredImage], reader: StoreReader, scoring: Scoring, workers: int = 1,
-                 chunk: int | None = None) -> Iterator[tuple[str, list[ImageResult]]]:
-    """Score stored images in chunks of `chunk` (default CHUNK), in order: (images.jsonl lines, results).
+def score_stored(chunks: Iterable[Chunk], reader: StoreReader, scoring: Scoring, workers: int = 1
+                 ) -> Iterator[tuple[str, list[ImageResult]]]:
+    """Score chunks of stored images, in order: (images.jsonl lines, results) per chunk.
 
-    With `workers` > 1 (and more than one chunk) forked processes score the chunks and this one yields them
-    in order, so the output is the same as with one. Fork, not spawn: a worker needs the parent's imports
-    (seconds of them) and nothing of its threads; where fork is missing the scoring stays in this process.
+    With `workers` > 1 forked processes score the chunks and this one yields them in order, so the output is
+    the same as with one. Fork, not spawn: a worker needs the parent's imports (seconds of them) and nothing
+    of its threads; where fork is missing the scoring stays in this process. Chunks are made as they are
+    sent (`chunks` may be a generator), so memory does not grow with the dataset.
     """
-    chunk = chunk or CHUNK
-    chunks = [images[i : i + chunk] for i in range(0, len(images), chunk)]
-    workers = min(workers, len(chunks))
+    queued = iter(chunks)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         normalized: dict[str, str] = {}
-        for part in chunks:
+        for part in queued:
             yield score_chunk(part, reader, scoring, normalized)
         return
     context = multiprocessing.get_context("fork")
     executor = ProcessPoolExecutor(workers, context, initializer=_init_worker,
                                    initargs=(reader, scoring, os.getpid()))
-    queued = iter(chunks)
     try:
         gc.freeze()  # the forked workers' collector (and copy-on-write) leaves this process's objects alone
         try:  # a window of 2 chunks per worker in flight: finished chunks wait for their turn in bounded memory

@@ -7,7 +7,7 @@ rank that produced it (one store file per rank), so nothing is gathered in memor
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from llm2labels.errors import ImageError, LimitError
 from llm2labels.grid import pixel_box
 from llm2labels.proposers.base import CropRequest, Proposer
 from llm2labels.store import SampleStore, StoreWriter, new_writer, sample_key, skip_key
-from llm2labels.work import CropWork, ImageWork
+from llm2labels.work import CropWork, ImageWork, Plan
 
 log = logging.getLogger("llm2labels")
 
@@ -29,7 +29,7 @@ class ProposalDataset(Dataset):
     """Decodes (through the run's dataset, `ImageSource.load`) and grids one image per item, in loader
     workers when `num_workers` > 0."""
 
-    def __init__(self, items: list[ImageWork], source: ImageSource) -> None:
+    def __init__(self, items: Sequence[ImageWork], source: ImageSource) -> None:
         self.items, self.source = items, source
 
     def __len__(self) -> int:
@@ -117,14 +117,12 @@ class StoreWriterCallback(BasePredictionWriter):
 class ProposalData(L.LightningDataModule):
     """Shards rank 0's pending images over all ranks of all nodes (round robin), so no image is padded in twice."""
 
-    def __init__(self, items: list[ImageWork], batch_size: int, num_workers: int, source: ImageSource) -> None:
+    def __init__(self, items: Sequence[ImageWork], batch_size: int, num_workers: int, source: ImageSource) -> None:
         super().__init__()
         self.items, self.batch_size, self.num_workers, self.source = items, batch_size, num_workers, source
 
     def predict_dataloader(self) -> DataLoader:
-        # Rank 0's plan is the plan: every rank planned from the store as it read it, and a rank that read it at
-        # another moment (another job writing to it, a node started later) would shard a different list.
-        items = self.trainer.strategy.broadcast(self.items, src=0)
+        items = rank0_plan(self.trainer.strategy, self.items)
         rank, world = self.trainer.global_rank, self.trainer.world_size
         # Fewer images than ranks (a resumed run's last few): Lightning refuses an empty loader, and a rank that
         # skipped the loop would miss the barrier in StoreWriterCallback, so an idle rank gets one no-op item.
@@ -133,8 +131,28 @@ class ProposalData(L.LightningDataModule):
                           collate_fn=_collate, persistent_workers=False)
 
 
+def rank0_plan(strategy: Any, items: Sequence[ImageWork]) -> Sequence[ImageWork]:
+    """Rank 0's plan, on every rank. Every rank planned from the store as it read it, and one that read it
+    at another moment (another job writing to it, a node started later) would shard a different list.
+
+    A `Plan` travels compact: rank 0 sends its rows and missing-sample bits (~9 bytes an image, `Plan.compact`)
+    and each rank rebuilds the items over its own listing, once all ranks agree that their listings are
+    rank 0's (`Plan.digest`); otherwise, or for a plain list, the items themselves are sent."""
+    if isinstance(items, Plan):
+        digest = items.digest()
+        same = strategy.reduce_boolean_decision(strategy.broadcast(digest, src=0) == digest, all=True)
+        if same:
+            payload = strategy.broadcast(items.compact(), src=0)
+            log.debug("plan broadcast: %d images in %d bytes", len(payload[0]),
+                      payload[0].nbytes + payload[1].nbytes)
+            return items.with_compact(payload)
+        log.warning("the ranks list different images: rank 0 sends its whole plan instead of its rows")
+        items = list(items)
+    return strategy.broadcast(items, src=0)
+
+
 def generate(trainer_cfg: dict[str, Any], loader: Mapping[str, Any], proposer: Proposer, store: SampleStore,
-             items: list[ImageWork], source: ImageSource, multirun: bool = False) -> int:
+             items: Sequence[ImageWork], source: ImageSource, multirun: bool = False) -> int:
     """Run the Lightning predict loop over the pending images, writing into `store`; returns this process's
     global rank. `trainer_cfg` is the resolved `trainer` config, `loader` the `loader` one."""
     from hydra.utils import instantiate

@@ -7,45 +7,68 @@ asked of the caller).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from llm2labels.errors import StorageError
 from llm2labels.grid import Crop
-from llm2labels.postprocess import ImageResult, Scoring, StoredImage, rank_images, score_stored
+from llm2labels.postprocess import CHUNK, Chunk, ImageResult, Scoring, rank_images, score_stored
 from llm2labels.scoring.rank import DatasetRanker
-from llm2labels.store import SampleStore, sample_key
-from llm2labels.work import ImageWork, plan
+from llm2labels.store import SampleStore
+from llm2labels.store.records import DAMAGED, key_hash
+from llm2labels.work import ImageWork, Lookup, RunKeys, look_up, plan
 
 log = logging.getLogger("llm2labels")
+REGENERATIONS = 3  # rounds of regenerating damaged records in one run (a proposer that only makes damaged
+# records would otherwise loop for ever)
 Skipped = list[dict[str, str]]  # [{"path": rel, "reason": ...}] in dataset order
 
 
+@dataclass
+class Usable:
+    """The images to score, in dataset order: uids, paths, and each needed sample's index position in the
+    store (images x samples; `RunKeys.columns` names the samples). ~8 bytes a sample, no string per key."""
+
+    uids: list[str]
+    paths: list[str]
+    positions: np.ndarray
+    columns: list[tuple[str, int]]
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def chunks(self, store: SampleStore, size: int = CHUNK) -> Iterator[Chunk]:
+        """What the scoring workers receive, made chunk by chunk from the store's index arrays."""
+        for start in range(0, len(self.uids), size):
+            files, offsets, lengths = store.index.locations(self.positions[start:start + size])
+            yield Chunk(self.uids[start:start + size], self.paths[start:start + size], files, offsets, lengths,
+                        self.columns)
+
+
 def select(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], store: SampleStore,
-           max_pixels: int) -> tuple[list[StoredImage], Skipped]:
-    """The images to score (every sample stored) and the skipped ones with their reason, in dataset order."""
-    keys = [(c.key, k) for c in crops for k in range(c.samples)]
-    usable: list[StoredImage] = []
-    skipped: Skipped = []
-    for entry, uid in zip(entries, uids):
-        reason = store.skip_reason(uid, max_pixels)
-        if reason is not None:
-            skipped.append({"path": entry.rel, "reason": reason})
-            continue
-        locs = [store.locate(sample_key(uid, c, k)) for c, k in keys]
-        if any(loc is None for loc in locs):
-            skipped.append({"path": entry.rel, "reason": "samples missing (generation did not finish)"})
-            continue
-        usable.append((uid, entry.rel, locs))  # type: ignore[arg-type]
-    return usable, skipped
+           max_pixels: int, found: Lookup | None = None) -> tuple[Usable, Skipped]:
+    """The images to score (every sample stored) and the skipped ones with their reason, in dataset order.
+    `found`: the lookup of the store as it is now (`work.look_up`), when the caller has one."""
+    found = found if found is not None else look_up(uids, crops, store, max_pixels)
+    usable = (found.positions >= 0).all(axis=1)
+    usable[list(found.skipped)] = False
+    skipped: Skipped = [{"path": entries[row].rel,
+                         "reason": found.skipped.get(row, "samples missing (generation did not finish)")}
+                        for row in np.flatnonzero(~usable).tolist()]
+    rows = np.flatnonzero(usable).tolist()
+    return Usable([uids[r] for r in rows], [entries[r].rel for r in rows], found.positions[rows],
+                  RunKeys(crops).columns), skipped
 
 
-def score_all(usable: list[StoredImage], store: SampleStore, scoring: Scoring, images_path: Path,
-              workers: int = 1) -> Iterator[ImageResult]:
+def score_all(usable: Usable, store: SampleStore, scoring: Scoring, images_path: Path,
+              workers: int = 1, chunk: int = CHUNK) -> Iterator[ImageResult]:
     """Score the usable images from the store, writing their labels to images.jsonl as they come (by
     `workers` processes, see postprocess.score_stored; the output is the same whatever their number).
     An image with a damaged record comes out with `damaged` set and no images.jsonl line."""
@@ -54,7 +77,7 @@ def score_all(usable: list[StoredImage], store: SampleStore, scoring: Scoring, i
     except OSError as e:
         raise StorageError.writing(images_path, e) from e
     with fh, tqdm(total=len(usable), desc="scoring", unit="img", disable=None) as bar:
-        for lines, results in score_stored(usable, store.reader(), scoring, workers):
+        for lines, results in score_stored(usable.chunks(store, chunk), store.reader(), scoring, workers):
             try:
                 fh.write(lines)
                 fh.flush()  # a killed run keeps every image scored so far
@@ -65,9 +88,9 @@ def score_all(usable: list[StoredImage], store: SampleStore, scoring: Scoring, i
 
 
 def _set_aside_damaged(results: Iterator[ImageResult], damaged: list[ImageResult]) -> Iterator[ImageResult]:
-    """The scored results; those of images with a damaged record go to `damaged` instead."""
+    """The scored results; those of images with a damaged record (or a colliding key) go to `damaged`."""
     for result in results:
-        if result.damaged:
+        if result.damaged or result.mismatched:
             damaged.append(result)
         else:
             yield result
@@ -75,28 +98,37 @@ def _set_aside_damaged(results: Iterator[ImageResult], damaged: list[ImageResult
 
 def score_run(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], store: SampleStore,
               scoring: Scoring, images_path: Path, max_pixels: int, workers: int, seed: int,
-              regenerate: Callable[[list[ImageWork]], bool]) -> tuple[DatasetRanker, Skipped, int]:
+              regenerate: Callable[[Sequence[ImageWork]], bool], found: Lookup | None = None
+              ) -> tuple[DatasetRanker, Skipped, int]:
     """Score and rank every usable image: (ranker, skipped images, damaged records found).
 
-    A damaged record (a line that is complete but no sample) is quarantined (SampleStore.quarantine), its
-    image planned again and handed to `regenerate`, after which everything is scored again. `regenerate`
-    returns False when it cannot generate now (the other ranks of a multi-process job have gone): those
-    images are then skipped, and the next run regenerates them."""
-    found = 0
-    while True:
-        usable, skipped = select(entries, uids, crops, store, max_pixels)
+    A damaged record (a line that is complete but no sample) is quarantined (SampleStore.quarantine); a line
+    that holds another key than the one looked up (two keys' hashes collide) makes that hash resolved by key
+    from then on (`StoreIndex.mark_ambiguous`). Either image is planned again and handed to `regenerate`,
+    after which everything is scored again, at most `REGENERATIONS` times. `regenerate` returns False when
+    it cannot generate now (the other ranks of a multi-process job have gone): those images are then
+    skipped, and the next run regenerates them. `found`: the lookup of the store as it is now, if the caller
+    has one."""
+    quarantined = 0
+    for round_ in itertools.count():
+        usable, skipped = select(entries, uids, crops, store, max_pixels, found)
+        found = None
         damaged: list[ImageResult] = []
         ranker = rank_images(_set_aside_damaged(score_all(usable, store, scoring, images_path, workers), damaged))
-        found += store.quarantine(loc for r in damaged for loc in r.damaged)
+        quarantined += store.quarantine(loc for r in damaged for loc in r.damaged)
+        store.index.mark_ambiguous(key_hash(key) for r in damaged for key in r.mismatched)
         if not damaged:
-            return ranker, skipped, found
-        log.warning("%d images have damaged sample records: left out of the index (%s)", len(damaged),
-                    store.dir / "damaged.jsonl")
-        store.refresh()
+            return ranker, skipped, quarantined
+        n_damaged = sum(bool(r.damaged) for r in damaged)
+        if n_damaged:
+            log.warning("%d images have damaged sample records: left out of the index (%s)", n_damaged,
+                        store.dir / DAMAGED)
+            store.refresh()  # (a refresh would forget the hashes marked ambiguous: they need none)
         items = plan(entries, uids, crops, seed, store, max_pixels)
-        if not items or not regenerate(items):
+        if not items or round_ >= REGENERATIONS or not regenerate(items):
             by_path = {r.path for r in damaged}
             skipped += [{"path": e.rel, "reason": "damaged sample record (regenerated by the next run)"}
                         for e in entries if e.rel in by_path]
-            return ranker, skipped, found
+            return ranker, skipped, quarantined
         store.refresh()
+    raise AssertionError("unreachable")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from benchmarks import gpu_throughput, postprocess_bench, proposal_bench, run_all
+from benchmarks import gpu_throughput, postprocess_bench, proposal_bench, run_all, store_scale
 from llm2labels.parsing import parse_labels, token_indices
 from llm2labels.predict import ProposalModule
 from llm2labels.proposers.base import CropRequest, Generation, Proposer
@@ -125,7 +125,7 @@ def test_store_is_written_once_then_reused(tmp_path: Path) -> None:
     again, reused = postprocess_bench.write_store(tmp_path, images=3, samples=2, labels=4)
     assert seconds > 0 and reused == 0.0 and again.dir == store.dir
     fresh = SampleStore(tmp_path, postprocess_bench.fingerprint(3, 2, 4, 0))
-    assert len(fresh.refresh()) == 3 * 2
+    assert fresh.refresh() == 3 * 2
 
 
 def test_gpu_throughput_runs_the_tiny_model_on_cpu() -> None:
@@ -187,3 +187,21 @@ def test_run_all_figures_sit_beside_their_targets(proposal: dict[str, Any], post
     assert figures["overhead_ratio"]["meets"] == (proposal["overhead_ratio"] <= 1.10)
     assert figures["postprocess_seconds"]["target"] == "< 0.08"  # 10 s x 200 / 25,000 images
     assert figures["prefill_calls_per_crop"]["unshared"] == 3
+
+
+def test_store_scale_counts_what_it_measures(tmp_path: Path) -> None:
+    result = store_scale.measure_size(tmp_path, 250, workers=1, postprocess=False)
+    assert result["records"] == 250 * store_scale.SAMPLES and result["store_write_s"] != "cached"
+    first, cold, warm = result["first_load"], result["startup_cold"], result["startup_warm"]
+    assert first["index_keys"] == cold["index_keys"] == warm["index_keys"] == 2000 and first["files"] == 1
+    assert cold["evicted_mb"] > 0 and warm["evicted_mb"] == 0
+    # hash, permutation, offset, length, flag: 25 bytes; the bucket directory (1025 x 4) and file starts (16)
+    assert cold["index_bytes_per_sample"] == round((2000 * 25 + 1025 * 4 + 16) / 2000, 1)
+    broadcast = warm["broadcast"]
+    assert broadcast["new_images"] == store_scale.NEW_IMAGES
+    assert broadcast["compact_bytes"] == store_scale.NEW_IMAGES * (4 + 1)  # a row number + 8 bits
+    assert broadcast["pickled_items_bytes"] > 10 * broadcast["compact_bytes"]
+    # the indexes moved aside for first_load are back, and the store is reused as it is
+    store, reused = postprocess_bench.write_store(tmp_path, 250, 8, 15)
+    assert reused == 0.0 and len(list((store.dir / "index").glob("*.idx"))) == 1
+    assert store_scale.measure_size(tmp_path, 250, 1, False)["store_write_s"] == "cached"

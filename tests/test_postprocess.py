@@ -22,6 +22,7 @@ from llm2labels.postprocess import rank_images, score_image
 from llm2labels.proposers.base import token_ends_from_pieces
 from llm2labels.scoring import NoFilter, PercentileFilter, TokenAggregator, occ_prob
 from llm2labels.store import SampleStore, sample_key, skip_key
+from llm2labels.work import RunKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,18 +187,23 @@ class _PidFilter:
         return {**scores, f"pid {os.getpid()}": 1.0}
 
 
+def _chunks(store: SampleStore, uids: list[str], size: int) -> list[postprocess.Chunk]:
+    """The chunks of three samples per image that score_run hands the workers."""
+    keys = RunKeys([Crop("full", (0.0, 0.0, 1.0, 1.0), 3)])
+    return list(score_run.Usable(uids, uids, keys.positions(uids, store), keys.columns).chunks(store, size))
+
+
 def test_chunks_are_scored_in_worker_processes_and_come_back_in_order(tmp_path: Path) -> None:
     store, _, uids = _store_with_images(tmp_path, 40)
-    images = [(u, u, [store.locate(sample_key(u, "full", k)) for k in range(3)]) for u in uids
-              if u not in ("img0003", "img0005")]
+    images = [u for u in uids if u not in ("img0003", "img0005")]
     scoring = postprocess.Scoring(TokenAggregator("product"), "max", _PidFilter())
-    chunks = list(postprocess.score_stored(images, store.reader(), scoring, workers=2, chunk=3))
+    chunks = list(postprocess.score_stored(_chunks(store, images, 3), store.reader(), scoring, workers=2))
     results = [r for _, part in chunks for r in part]
     assert [len(part) for _, part in chunks] == [3] * 12 + [2]
-    assert [r.uid for r in results] == [u for u, *_ in images]
+    assert [r.uid for r in results] == images
     pids = {label for r in results for label in r.kept if label.startswith("pid ")}
     assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
-    serial = list(postprocess.score_stored(images, store.reader(), scoring, workers=1, chunk=3))
+    serial = list(postprocess.score_stored(_chunks(store, images, 3), store.reader(), scoring, workers=1))
     assert {label for _, part in serial for r in part for label in r.kept if label.startswith("pid ")} == {
         f"pid {os.getpid()}"}
 
@@ -224,10 +230,9 @@ class _DieInWorker:
 
 def test_a_dead_worker_fails_the_run_instead_of_hanging_it(tmp_path: Path) -> None:
     store, _, uids = _store_with_images(tmp_path, 12)
-    images = [(u, u, [store.locate(sample_key(u, "full", k)) for k in range(3)]) for u in uids[6:]]
     scoring = postprocess.Scoring(TokenAggregator("product"), "max", _DieInWorker(os.getpid()))
     with pytest.raises(BrokenProcessPool):
-        list(postprocess.score_stored(images, store.reader(), scoring, workers=2, chunk=2))
+        list(postprocess.score_stored(_chunks(store, uids[6:], 2), store.reader(), scoring, workers=2))
 
 
 WORKER_PARENT = """
@@ -240,7 +245,7 @@ def hold(images):  # a worker busy with its chunk; records its pid
     time.sleep(60)
 
 postprocess._worker_chunk = hold
-list(postprocess.score_stored([("uid", "rel", [])] * 400, None, None, workers=2, chunk=200))
+list(postprocess.score_stored([None] * 2, None, None, workers=2))  # two chunks, one per worker
 """
 
 

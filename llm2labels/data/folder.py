@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,42 @@ from llm2labels.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_rg
 from llm2labels.errors import ConfigError
 
 
-@dataclass(frozen=True)
 class ImageEntry:
-    """One image file: its path, and `rel`, its POSIX path relative to the dataset root (the image's key)."""
+    """One image file: its path, and `rel`, its POSIX path relative to the dataset root (the image's key).
 
-    path: Path
+    Immutable. Held as `rel` and the text of the folder it is relative to (one string, shared by every entry
+    under that folder): ~120 bytes an entry instead of ~470 with a `Path` in it, which a run holds for every
+    image of its dataset."""
+
+    __slots__ = ("_head", "rel")
+    _head: str  # the path's text before `rel`, or the whole path when it does not end with `rel`
     rel: str
+
+    def __init__(self, path: str | os.PathLike[str], rel: str) -> None:
+        text = os.fspath(path)
+        head = text[: len(text) - len(rel)] if rel and text.endswith(rel) else text + "\0"
+        object.__setattr__(self, "_head", sys.intern(head))
+        object.__setattr__(self, "rel", rel)
+
+    @property
+    def path(self) -> Path:
+        head = self._head
+        return Path(head[:-1] if head.endswith("\0") else head + self.rel)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"ImageEntry is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ImageEntry) and (self._head, self.rel) == (other._head, other.rel)
+
+    def __hash__(self) -> int:
+        return hash((self._head, self.rel))
+
+    def __repr__(self) -> str:
+        return f"ImageEntry(path={self.path!r}, rel={self.rel!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ImageEntry, (str(self.path), self.rel)
 
 
 class FolderDataset:

@@ -3,6 +3,7 @@
 Layout under `cache.dir`:
     <model-slug>-<fingerprint hash>/fingerprint.json    what produced these samples (model, prompt, sampling, ...)
     <model-slug>-<fingerprint hash>/samples-*.jsonl      one JSON record per line, key first
+    <model-slug>-<fingerprint hash>/index/samples-*.jsonl.idx  each file's index: key hash, offset, length
     <model-slug>-<fingerprint hash>/damaged.jsonl        lines found damaged, left out of the index
     filehash.jsonl                                       content hash of each input file by (path, size, mtime)
 
@@ -17,12 +18,13 @@ the last line of a file; readers ignore lines that do not end in a newline. A co
 keys (two runs racing on the same store) are harmless: the first one read wins, and both hold the same
 sample.
 
-Modules: `records` (keys, what a sample record must hold), `files` (writer and reader of one sample file),
-`samples` (`SampleStore`: the index over a store folder), `filehashes` (content ids of input files).
+Modules: `records` (keys and their hashes, what a sample record must hold), `files` (writer and reader of
+one sample file), `index` (the persisted per-file indexes and the in-memory one), `samples` (`SampleStore`),
+`filehashes` (content ids of input files).
 """
 
 from llm2labels.store.filehashes import FileHashes
-from llm2labels.store.files import StoreReader, StoreWriter, new_writer
+from llm2labels.store.files import KeyMismatch, StoreReader, StoreWriter, decode_sample, new_writer
 from llm2labels.store.records import (
     DAMAGED,
     DamagedRecord,
@@ -37,9 +39,11 @@ __all__ = [
     "DAMAGED",
     "DamagedRecord",
     "FileHashes",
+    "KeyMismatch",
     "SampleStore",
     "StoreReader",
     "StoreWriter",
+    "decode_sample",
     "fingerprint_digest",
     "new_writer",
     "sample_key",

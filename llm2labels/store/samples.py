@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
@@ -11,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from llm2labels.errors import ConfigError
-from llm2labels.store.files import StoreReader, StoreWriter, new_writer
-from llm2labels.store.records import DAMAGED, KEY_PREFIX, DamagedRecord, fingerprint_digest, skip_key
+from llm2labels.store.files import KeyMismatch, StoreReader, StoreWriter, new_writer
+from llm2labels.store.index import StoreIndex
+from llm2labels.store.records import DAMAGED, DamagedRecord, fingerprint_digest, key_hash, skip_key
 from llm2labels.textio import json_line
+
+log = logging.getLogger("llm2labels")
 
 
 class SampleStore:
@@ -40,9 +44,10 @@ class SampleStore:
             if not meta.exists():  # a store that exists can still be read (a read-only shared cache)
                 raise ConfigError(f"cannot create the sample store {self.dir}: {e.strerror or e} "
                                   f"(cache.dir must be a writable folder)") from e
-        self._index: dict[str, tuple[int, int]] = {}
+        self._index = StoreIndex([], set())
         self._reader = StoreReader([])
         self._damaged: set[tuple[str, int]] = set()  # (file name, offset) of lines found damaged
+        self.persist_indexes = True  # write the index of a file this store had to scan (index.py)
 
     def check_writable(self) -> None:
         """ConfigError (one line) unless a new sample file can be written here: checked before a model loads."""
@@ -58,11 +63,11 @@ class SampleStore:
             except OSError:
                 pass
 
-    def quarantine(self, locations: Iterable[tuple[int, int]]) -> int:
-        """Lines found damaged (DamagedRecord) are left out of every later `refresh`, in this process and,
-        through `damaged.jsonl` in the store folder, in every later run: a key they held is regenerated, or
-        served by a later copy of it. Returns how many were new."""
-        found = {(self._reader.files[f].name, offset) for f, offset in locations} - self._damaged
+    def quarantine(self, locations: Iterable[tuple[int, ...]]) -> int:
+        """Lines found damaged (DamagedRecord), as (file number, offset, ...) of the last `refresh`, are left out
+        of every later `refresh`, in this process and, through `damaged.jsonl` in the store folder, in every
+        later run: a key they held is regenerated, or served by a later copy of it. Returns how many were new."""
+        found = {(self._reader.files[loc[0]].name, int(loc[1])) for loc in locations} - self._damaged
         self._damaged |= found
         if found:
             lines = "".join(json_line({"file": name, "offset": offset}) for name, offset in sorted(found))
@@ -88,52 +93,68 @@ class SampleStore:
     def writer(self, tag: str = "0") -> StoreWriter:
         return new_writer(self.dir, tag)
 
-    def refresh(self) -> dict[str, tuple[int, int]]:
-        """(Re)build the key -> (file, byte offset) index from every complete, undamaged line on disk."""
+    def refresh(self) -> int:
+        """(Re)load the index over every complete, undamaged record on disk (index.py); returns the number of
+        keys stored. A store written before indexes existed is indexed once, and says so."""
         self.close()
         self._read_damaged()
         files = sorted(self.dir.glob("samples-*.jsonl"))
-        index: dict[str, tuple[int, int]] = {}
-        start = len(KEY_PREFIX)
-        for f, path in enumerate(files):
-            damaged = {offset for name, offset in self._damaged if name == path.name}
-            with open(path, "rb") as fh:
-                offset = 0
-                for line in fh:
-                    # NUL bytes: a range a crashed machine's file system left zero-filled (JSON holds none)
-                    if (line.endswith(b"\n") and line.startswith(KEY_PREFIX) and b"\0" not in line
-                            and offset not in damaged):
-                        key = line[start : line.find(b'"', start)].decode("utf-8", "replace")
-                        if key not in index:
-                            index[key] = (f, offset)
-                    offset += len(line)
-        self._index = index
+        self._index = StoreIndex(files, self._damaged, self.persist_indexes)
         self._reader = StoreReader(files)
-        return index
+        index = self._index
+        if index.unindexed:
+            kept = ("done once, the indexes are kept in its index/ folder" if not index.unsaved else
+                    "the store is not writable, so every run does it again")
+            log.info("indexed %d sample files of %s that had no index (%d records): %s", index.unindexed,
+                     self.dir, index.scanned, kept)
+        return len(self._index)
+
+    @property
+    def index(self) -> StoreIndex:
+        """The index of the last `refresh` (hash arrays, `find`)."""
+        return self._index
 
     def __contains__(self, key: str) -> bool:
-        return key in self._index
+        """Whether `key` is stored: its line is looked up in the index and its key read (one small read)."""
+        return self._verified(key) is not None
+
+    def _verified(self, key: str) -> tuple[int, int, int] | None:
+        """`locate(key)`, having checked that the line there holds `key`. A line holding another key (two keys
+        whose hashes collide) makes that hash resolved by key from now on."""
+        while (loc := self.locate(key)) is not None:
+            try:
+                self._reader.check(loc, key)
+                return loc
+            except KeyMismatch:
+                self._index.mark_ambiguous([key_hash(key)])
+        return None
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def locate(self, key: str) -> tuple[int, int] | None:
-        """Where `key`'s record is, for `reader()`; None when it is not stored."""
-        return self._index.get(key)
+    def locate(self, key: str) -> tuple[int, int, int] | None:
+        """Where `key`'s record is (file number, offset, length), for `reader()`; None when it is not stored."""
+        position = self._index.find_key(key)
+        return None if position < 0 else self.location(position)
+
+    def location(self, position: int) -> tuple[int, int, int]:
+        """(file number, offset, length) of an index position (`index.find`)."""
+        return self._index.location(position)
 
     def reader(self) -> StoreReader:
         """A new reader over the files of the last `refresh` (for another process, or another thread)."""
         return StoreReader(list(self._reader.files))
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The record stored under `key`, or None (also for a damaged line). Call `refresh` first to see other
-        writers' records."""
-        loc = self._index.get(key)
+        """The record stored under `key`, or None. A damaged line reads as None and is quarantined, so the next
+        `refresh` leaves it out. Call `refresh` first to see other writers' records."""
+        loc = self._verified(key)
         if loc is None:
             return None
         try:
             return self._reader.read(loc)
         except DamagedRecord:
+            self.quarantine([loc])
             return None
 
     def skip_reason(self, image: str, max_pixels: int) -> str | None:
@@ -141,7 +162,7 @@ class SampleStore:
         the same limit; None when it may be used. A skip of an older store that came from a pixel limit
         ("too large: ...") is ignored: it is decided again under this run's limit."""
         for key in (skip_key(image), skip_key(image, max_pixels)):
-            record = self.get(key) if key in self._index else None
+            record = self.get(key)
             reason = record.get("reason") if record else None
             if isinstance(reason, str) and not (key == skip_key(image) and reason.startswith("too large:")):
                 return reason
