@@ -29,8 +29,9 @@ bench:  ## benchmarks that print figures (no timed assertions): proposal overhea
 	$(PY) -m benchmarks.run_all
 	$(PY) -m benchmarks.eval_speed
 
-bench-scale:  ## the sample store at 100k and 1M images (writes ~6 GB once under $TMPDIR; ~15 min the first time)
+bench-scale:  ## the sample store at 100k and 1M images, then post-processing from parsed columns at 1M (writes ~10 GB once under $TMPDIR; ~25 min the first time)
 	$(PY) -m benchmarks.store_scale --images 1000000
+	$(PY) -m benchmarks.columns_bench --images 1000000
 
 tables:  ## the paper's tables from a sweep: make tables SWEEP=outputs/multirun/table2/<time>
 	$(PY) -m experiments.tables $(SWEEP)

@@ -1,7 +1,8 @@
 """Every throughput figure in one JSON object (what `make bench` prints), each beside its target.
 
 Runs, in this order: the proposal-stage overhead and prefill count (tiny InstructBLIP, CPU), the
-post-processing of a synthetic 25,000-image store (in a subprocess, for its own peak RSS), and the GPU
+post-processing of a synthetic 25,000-image store (in a subprocess, for its own peak RSS), per occurrence
+and from parsed columns (the parse pass, one job, a 12-job sweep: columns_bench), and the GPU
 throughput script as a smoke run on the tiny model on CPU (its real figures need a GPU and the weights).
 Anything the parts print (Lightning, tokenizer training) goes to stderr; stdout holds the JSON alone.
 
@@ -19,12 +20,12 @@ from typing import Any
 
 import torch
 
-from benchmarks import gpu_throughput, postprocess_bench, proposal_bench
+from benchmarks import columns_bench, gpu_throughput, postprocess_bench, proposal_bench
 from benchmarks.common import stdout_to_stderr
 
 
-def figures(proposal: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
-    """The issue's figures, each with its target and whether it is met."""
+def figures(proposal: dict[str, Any], post: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
+    """The figures, each with its target and whether it is met."""
     images, target_s = post["images_scored"], post["target_seconds"]
     return {
         "overhead_ratio": {"value": proposal["overhead_ratio"], "target": f"<= {proposal['overhead_target']}",
@@ -40,6 +41,10 @@ def figures(proposal: dict[str, Any], post: dict[str, Any]) -> dict[str, Any]:
                         "index_keys": post["index_keys"],
                         "store_mb": post["store_mb"], "records": post["records"],
                         "target": "flat: not all samples in memory (peak - imports << store size)"},
+        "columns_parse_images_per_s": columns["targets"]["parse_images_per_s"],
+        "columns_job_images_per_s": {**columns["targets"]["job_images_per_s"], "seconds": columns["job_s"]},
+        "columns_sweep_seconds": {"value": columns["sweep_s"], "jobs": columns["sweep_jobs"]},
+        "columns_peak_rss_mb": columns["targets"]["peak_rss_mb"],
     }
 
 
@@ -54,13 +59,14 @@ def main() -> None:
         proposal = proposal_bench.measure(repeats=args.repeats)
         post = postprocess_bench.measure(images=args.images, store_dir=args.store_dir,
                                          profile_images=args.profile_images)
+        columns = columns_bench.measure(images=args.images, store_dir=args.store_dir)
         gpu = gpu_throughput.measure(gpu_throughput.parser().parse_args(
             ["--model", "tiny:instructblip", "--device", "cuda" if torch.cuda.is_available() else "cpu",
              "--images", "8", "--batch-size", "4", "--samples", "8", "--max-new-tokens", "40"]))
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                "cuda": torch.cuda.is_available()}
-    print(json.dumps({"machine": machine, "figures": figures(proposal, post), "proposal": proposal,
-                      "postprocess": post, "gpu_throughput_smoke": gpu}, indent=1))
+    print(json.dumps({"machine": machine, "figures": figures(proposal, post, columns), "proposal": proposal,
+                      "postprocess": post, "columns": columns, "gpu_throughput_smoke": gpu}, indent=1))
 
 
 if __name__ == "__main__":

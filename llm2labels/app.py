@@ -139,7 +139,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         workers = resolve_workers(cfg.get("postprocess", {}).get("workers"))
         scoring = Scoring(parts.aggregator, cfg.pool, parts.filter)
         ranker, skipped, damaged = score_run(entries, uids, crops, store, scoring, out_dir / "images.jsonl",
-                                             max_pixels, workers, cfg.seed, regenerate, found)
+                                             max_pixels, workers, cfg.seed, regenerate, found,
+                                             columns=bool(cfg.get("postprocess", {}).get("columns", True)))
         ranked = ranker.rank(parts.scorer) if ranker.n_images else []
     n_images = ranker.n_images
     stored = hits if found is not None and not damaged else stored_counts(uids, crops, store)[1]

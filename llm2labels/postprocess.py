@@ -174,12 +174,13 @@ def score_chunk(chunk: Chunk, reader: StoreReader, scoring: Scoring, normalized:
     return lines_out, results
 
 
-_WORKER: dict[str, Any] = {}  # a worker process's reader, settings and normalisation cache
+WORKER_STATE: dict[str, Any] = {}  # what a worker process's tasks read (`in_workers`' state)
 
 
-def _init_worker(reader: StoreReader, scoring: Scoring, parent: int) -> None:
+def _init_worker(state: dict[str, Any], parent: int) -> None:
     _exit_with_parent(parent)
-    _WORKER.update(reader=reader, scoring=scoring, normalized={})
+    WORKER_STATE.clear()
+    WORKER_STATE.update(state)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -195,7 +196,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_chunk(chunk: Chunk) -> tuple[str, list[ImageResult]]:
-    return score_chunk(chunk, _WORKER["reader"], _WORKER["scoring"], _WORKER["normalized"])
+    return score_chunk(chunk, WORKER_STATE["reader"], WORKER_STATE["scoring"], WORKER_STATE["normalized"])
 
 
 def default_workers() -> int:
@@ -216,31 +217,44 @@ def resolve_workers(value: object) -> int:
 
 def score_stored(chunks: Iterable[Chunk], reader: StoreReader, scoring: Scoring, workers: int = 1
                  ) -> Iterator[tuple[str, list[ImageResult]]]:
-    """Score chunks of stored images, in order: (images.jsonl lines, results) per chunk.
+    """Score chunks of stored images, in order: (images.jsonl lines, results) per chunk, in `workers`
+    processes (`in_workers`: the output is the same as with one)."""
+    return in_workers(_worker_chunk, chunks, workers, {"reader": reader, "scoring": scoring, "normalized": {}})
 
-    With `workers` > 1 forked processes score the chunks and this one yields them in order, so the output is
-    the same as with one. Fork, not spawn: a worker needs the parent's imports (seconds of them) and nothing
-    of its threads; where fork is missing the scoring stays in this process. Chunks are made as they are
-    sent (`chunks` may be a generator), so memory does not grow with the dataset.
+
+def in_workers(task: Callable[[Any], Any], items: Iterable[Any], workers: int, state: dict[str, Any]
+               ) -> Iterator[Any]:
+    """`task(item)` for each item, yielded in order; the task reads `state` from `WORKER_STATE`.
+
+    With `workers` > 1 forked processes run the tasks and this one yields the results in order. Fork, not
+    spawn: a worker needs the parent's imports (seconds of them) and `state` (handed over by the fork, not
+    pickled), and nothing of its threads; where fork is missing the tasks run in this process. Items are
+    taken as they are sent (`items` may be a generator), at most two per worker ahead of the one yielded,
+    so memory does not grow with their number. A worker that dies raises BrokenProcessPool.
     """
-    queued = iter(chunks)
+    queued = iter(items)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        normalized: dict[str, str] = {}
-        for part in queued:
-            yield score_chunk(part, reader, scoring, normalized)
+        saved = dict(WORKER_STATE)
+        WORKER_STATE.clear()
+        WORKER_STATE.update(state)
+        try:
+            for item in queued:
+                yield task(item)
+        finally:
+            WORKER_STATE.clear()
+            WORKER_STATE.update(saved)
         return
     context = multiprocessing.get_context("fork")
-    executor = ProcessPoolExecutor(workers, context, initializer=_init_worker,
-                                   initargs=(reader, scoring, os.getpid()))
+    executor = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(state, os.getpid()))
     try:
         gc.freeze()  # the forked workers' collector (and copy-on-write) leaves this process's objects alone
-        try:  # a window of 2 chunks per worker in flight: finished chunks wait for their turn in bounded memory
-            window = deque(executor.submit(_worker_chunk, part) for part in itertools.islice(queued, 2 * workers))
+        try:  # a window of 2 items per worker in flight: finished ones wait for their turn in bounded memory
+            window = deque(executor.submit(task, item) for item in itertools.islice(queued, 2 * workers))
         finally:
             gc.unfreeze()
         while window:
             done = window.popleft().result()  # a worker that dies (killed, out of memory) raises BrokenProcessPool
-            window.extend(executor.submit(_worker_chunk, part) for part in itertools.islice(queued, 1))
+            window.extend(executor.submit(task, item) for item in itertools.islice(queued, 1))
             yield done
     finally:
         executor.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early

@@ -19,13 +19,23 @@ from tqdm import tqdm
 
 from llm2labels.errors import StorageError
 from llm2labels.grid import Crop
-from llm2labels.postprocess import CHUNK, Chunk, ImageResult, Scoring, rank_images, score_stored
+from llm2labels.postprocess import (
+    CHUNK,
+    WORKER_STATE,
+    Chunk,
+    ImageResult,
+    Scoring,
+    in_workers,
+    rank_images,
+    score_stored,
+)
 from llm2labels.scoring.rank import DatasetRanker
 from llm2labels.store import SampleStore
 from llm2labels.store.records import DAMAGED, key_hash
 from llm2labels.work import ImageWork, Lookup, RunKeys, look_up, plan
 
 log = logging.getLogger("llm2labels")
+COLUMN_CHUNK = 5_000  # images scored at a time from the parsed columns (one worker task)
 REGENERATIONS = 3  # rounds of regenerating damaged records in one run (a proposer that only makes damaged
 # records would otherwise loop for ever)
 Skipped = list[dict[str, str]]  # [{"path": rel, "reason": ...}] in dataset order
@@ -87,6 +97,47 @@ def score_all(usable: Usable, store: SampleStore, scoring: Scoring, images_path:
             yield from results
 
 
+def score_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_path: Path, workers: int,
+                  chunk: int = COLUMN_CHUNK) -> tuple[DatasetRanker, list[ImageResult]] | None:
+    """`score_all` + `rank_images` from the store's parsed columns (llm2labels/parsed/): the samples are
+    parsed once (in `workers` processes, the first time) and every run after that scores in numpy. Returns
+    (ranker, images with a damaged record or a mismatched key), or None when the columns cannot be used
+    (these settings, or a store where they cannot be written): the caller scores per occurrence."""
+    from llm2labels.parsed.columns import Columns
+    from llm2labels.parsed.score import ColumnRanker, ColumnScorer, supported
+
+    if not supported(scoring):
+        return None
+    try:
+        columns = Columns(store.dir, store.index.files, store.index.covered, workers)
+    except OSError as e:
+        log.warning("the parsed columns cannot be written under %s (%s): scoring per occurrence", store.dir,
+                    e.strerror or e)
+        return None
+    ranker = ColumnRanker(columns)
+    bad: list[ImageResult] = []
+    try:
+        fh = open(images_path, "w", encoding="utf-8")
+    except OSError as e:
+        raise StorageError.writing(images_path, e) from e
+    with fh, tqdm(total=len(usable), desc="scoring", unit="img", disable=None) as bar:
+        state = {"scorer": ColumnScorer(columns, scoring)}
+        for lines, damaged, kept in in_workers(_score_columns, usable.chunks(store, chunk), workers, state):
+            try:
+                fh.write(lines)
+                fh.flush()
+            except OSError as e:
+                raise StorageError.writing(images_path, e) from e
+            bad += damaged
+            ranker.add(kept)
+            bar.update(kept.images + len(damaged))
+    return ranker.ranker(), bad
+
+
+def _score_columns(chunk: Chunk) -> tuple[str, list[ImageResult], Any]:
+    return WORKER_STATE["scorer"].score(chunk)
+
+
 def _set_aside_damaged(results: Iterator[ImageResult], damaged: list[ImageResult]) -> Iterator[ImageResult]:
     """The scored results; those of images with a damaged record (or a colliding key) go to `damaged`."""
     for result in results:
@@ -98,8 +149,8 @@ def _set_aside_damaged(results: Iterator[ImageResult], damaged: list[ImageResult
 
 def score_run(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], store: SampleStore,
               scoring: Scoring, images_path: Path, max_pixels: int, workers: int, seed: int,
-              regenerate: Callable[[Sequence[ImageWork]], bool], found: Lookup | None = None
-              ) -> tuple[DatasetRanker, Skipped, int]:
+              regenerate: Callable[[Sequence[ImageWork]], bool], found: Lookup | None = None,
+              columns: bool = False) -> tuple[DatasetRanker, Skipped, int]:
     """Score and rank every usable image: (ranker, skipped images, damaged records found).
 
     A damaged record (a line that is complete but no sample) is quarantined (SampleStore.quarantine); a line
@@ -108,13 +159,18 @@ def score_run(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop]
     after which everything is scored again, at most `REGENERATIONS` times. `regenerate` returns False when
     it cannot generate now (the other ranks of a multi-process job have gone): those images are then
     skipped, and the next run regenerates them. `found`: the lookup of the store as it is now, if the caller
-    has one."""
+    has one. `columns`: score from the store's parsed columns (`score_columns`) where they can be used."""
     quarantined = 0
     for round_ in itertools.count():
         usable, skipped = select(entries, uids, crops, store, max_pixels, found)
         found = None
-        damaged: list[ImageResult] = []
-        ranker = rank_images(_set_aside_damaged(score_all(usable, store, scoring, images_path, workers), damaged))
+        scored = score_columns(usable, store, scoring, images_path, workers) if columns else None
+        if scored is not None:
+            ranker, damaged = scored
+        else:
+            damaged = []
+            ranker = rank_images(_set_aside_damaged(score_all(usable, store, scoring, images_path, workers),
+                                                    damaged))
         quarantined += store.quarantine(loc for r in damaged for loc in r.damaged)
         store.index.mark_ambiguous(key_hash(key) for r in damaged for key in r.mismatched)
         if not damaged:

@@ -17,13 +17,16 @@ ENTRIES = ("labels", "synsets")
 
 
 def check_run_settings(cfg: Mapping[str, Any]) -> None:
-    """seed, report, pool, loader.*, evaluation.*; ConfigError naming the first bad key."""
+    """seed, report, pool, postprocess.columns, loader.*, evaluation.*; ConfigError naming the first bad key."""
     loader, evaluation = cfg.get("loader") or {}, cfg.get("evaluation") or {}
+    postprocess = cfg.get("postprocess") or {}
     k, max_k = evaluation.get("k"), evaluation.get("max_k", 5000)
     divisor = evaluation.get("precision_divisor", "k")
     require({
         f"seed must be a whole number, got {cfg.get('seed')!r}": int_at_least(cfg.get("seed", 0), -(2**63)),
         f"report must be true or false, got {cfg.get('report')!r}": isinstance(cfg.get("report", True), bool),
+        f"postprocess.columns must be true or false, got {postprocess.get('columns')!r}":
+            isinstance(postprocess.get("columns", True), bool),
         f"pool must be one of {', '.join(POOLS)}, got {cfg.get('pool')!r}": cfg.get("pool", "max") in POOLS,
         f"loader.batch_size must be a whole number >= 1 (images per predict step), got "
         f"{loader.get('batch_size')!r}": int_at_least(loader.get("batch_size", 1), 1),

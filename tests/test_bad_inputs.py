@@ -118,18 +118,29 @@ def _damage(tmp_path: Path, how: str) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
+@pytest.mark.parametrize("columns", ["true", "false"])
 @pytest.mark.parametrize("how", ["flip", "cut", "type"])
-def test_damaged_record_is_counted_and_regenerated(make_cfg, tmp_path: Path, how: str) -> None:
-    first = app.run(make_cfg(out="a"))
+def test_damaged_record_is_counted_and_regenerated(make_cfg, tmp_path: Path, how: str, columns: str) -> None:
+    """Found when read (per occurrence) or when parsed into columns (the first run parsed nothing)."""
+    first = app.run(make_cfg("postprocess.columns=false", out="a"))
     _damage(tmp_path, how)
-    second = app.run(make_cfg(out="b"))
+    second = app.run(make_cfg(f"postprocess.columns={columns}", out="b"))
     assert second["damaged_records"] == 1 and second["images"] == 6 and second["skipped"] == []
     assert second["generations"] == 1  # the damaged sample, made again
     before, after = (pd.read_csv(tmp_path / d / "labels.csv") for d in "ab")
     assert list(after.label) == list(before.label)  # made again alone: equal up to batch rounding (README)
     assert after.score.tolist() == pytest.approx(before.score.tolist(), rel=1e-5)
-    third = app.run(make_cfg(out="c"))  # the quarantine holds: nothing damaged read, nothing generated
+    third = app.run(make_cfg(f"postprocess.columns={columns}", out="c"))  # the quarantine holds
     assert third["damaged_records"] == 0 and third["generations"] == 0 and first["images"] == 6
+
+
+def test_a_record_damaged_after_it_was_parsed_is_served_from_its_columns(make_cfg, tmp_path: Path) -> None:
+    """The parsed columns hold what the line held when it was whole: the run's results stay the same."""
+    app.run(make_cfg(out="a"))
+    _damage(tmp_path, "flip")
+    again = app.run(make_cfg(out="b"))
+    assert again["damaged_records"] == 0 and again["generations"] == 0
+    assert (tmp_path / "b" / "labels.csv").read_text() == (tmp_path / "a" / "labels.csv").read_text()
 
 
 # 4. A bad byte in filehash.jsonl --------------------------------------------------------------------------

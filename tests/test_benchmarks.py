@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from benchmarks import gpu_throughput, postprocess_bench, proposal_bench, run_all, store_scale
+from benchmarks import columns_bench, gpu_throughput, postprocess_bench, proposal_bench, run_all, store_scale
 from llm2labels.parsing import parse_labels, token_indices
 from llm2labels.predict import ProposalModule
 from llm2labels.proposers.base import CropRequest, Generation, Proposer
@@ -29,9 +29,18 @@ def proposal() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def post(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("store")
-    return postprocess_bench.measure(images=200, store_dir=root, profile_images=50)
+def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def post(store_root: Path) -> dict[str, Any]:
+    return postprocess_bench.measure(images=200, store_dir=store_root, profile_images=50)
+
+
+@pytest.fixture(scope="module")
+def columns(store_root: Path, post: dict[str, Any]) -> dict[str, Any]:
+    return columns_bench.measure(images=200, store_dir=store_root, workers=2)
 
 
 def test_proposal_counts_and_prefill_rows(proposal: dict[str, Any]) -> None:
@@ -180,10 +189,24 @@ def test_bandwidth_limit_formula() -> None:
     assert gpu_throughput.limits(None, 1, 1, 1, 1.0) == {"tokens_per_s": None, "tokens_per_s_with_kv": None}
 
 
-def test_run_all_figures_sit_beside_their_targets(proposal: dict[str, Any], post: dict[str, Any]) -> None:
-    figures = run_all.figures(proposal, post)
+def test_columns_bench_scores_what_the_per_occurrence_run_scores(post: dict[str, Any], columns: dict[str, Any]
+                                                                  ) -> None:
+    assert columns["store_write_s"] == "cached"  # the store postprocess_bench wrote
+    assert columns["images"] == post["images_scored"] == 200 and columns["workers"] == 2
+    # the first job runs postprocess_bench's settings: the same ranking, so the same labels and recall
+    assert columns["labels"] == post["ranked_labels"] and columns["ade20k_150_R"] == post["ade20k_150_full"]["R"]
+    assert columns["sweep_jobs"] == len(columns["sweep_job_s"]) == 12 and columns["parsed_mb"] > 0
+    assert all(n > 0 for n in columns["sweep_labels"]) and columns["sweep_labels"][0] == columns["labels"]
+    assert columns["targets"]["job_images_per_s"]["meets"] == (columns["job_images_per_s"] >= 20_000)
+
+
+def test_run_all_figures_sit_beside_their_targets(proposal: dict[str, Any], post: dict[str, Any],
+                                                  columns: dict[str, Any]) -> None:
+    figures = run_all.figures(proposal, post, columns)
     assert set(figures) == {"overhead_ratio", "prefill_calls_per_crop", "postprocess_seconds",
-                            "postprocess_images_per_s", "peak_rss_mb"}
+                            "postprocess_images_per_s", "peak_rss_mb", "columns_parse_images_per_s",
+                            "columns_job_images_per_s", "columns_sweep_seconds", "columns_peak_rss_mb"}
+    assert figures["columns_sweep_seconds"] == {"value": columns["sweep_s"], "jobs": 12}
     assert figures["overhead_ratio"]["meets"] == (proposal["overhead_ratio"] <= 1.10)
     assert figures["postprocess_seconds"]["target"] == "< 0.08"  # 10 s x 200 / 25,000 images
     assert figures["prefill_calls_per_crop"]["unshared"] == 3

@@ -169,10 +169,11 @@ def from_arrays(hashes: array, offsets: array, lengths: array) -> Entries:
                    np.array(lengths, np.uint32))
 
 
-def load_entries(data: Path, persist: bool = True) -> tuple[Entries, int, bool, bool]:
+def load_entries(data: Path, persist: bool = True) -> tuple[Entries, int, int, bool, bool]:
     """`data`'s entries, sorted by (hash, offset): its index, plus a scan of the bytes it does not cover;
-    with `persist` what was scanned is written back to the index. Returns (entries, records scanned, whether
-    a usable index existed (or the file is empty), whether the index is now up to date on disk)."""
+    with `persist` what was scanned is written back to the index. Returns (entries, the end of its last
+    complete line, records scanned, whether a usable index existed (or the file is empty), whether the
+    index is now up to date on disk)."""
     size = data.stat().st_size
     known = read_index(data)
     entries, covered = known if known is not None else (Entries.empty(), 0)
@@ -183,7 +184,7 @@ def load_entries(data: Path, persist: bool = True) -> tuple[Entries, int, bool, 
         entries = (entries + more).sorted()
         if scanned:
             saved = persist and write_index(data, entries, covered)
-    return entries, scanned, known is not None or size == 0, saved
+    return entries, covered, scanned, known is not None or size == 0, saved
 
 
 class StoreIndex:
@@ -194,6 +195,7 @@ class StoreIndex:
         self.scanned = 0  # records found by scanning (not in an index file) at this load
         self.unindexed = 0  # files that had no usable index file at all
         self.unsaved = 0  # files scanned whose index could not be written (a read-only store)
+        self.covered: list[int] = []  # per file, the end of its last complete line
         parts = []
         for data in files:
             entries = self._entries(data, persist)
@@ -248,7 +250,8 @@ class StoreIndex:
         np.cumsum(counts, out=self._start[1:])
 
     def _entries(self, data: Path, persist: bool) -> np.ndarray:
-        entries, scanned, had_index, saved = load_entries(data, persist)
+        entries, covered, scanned, had_index, saved = load_entries(data, persist)
+        self.covered.append(covered)
         self.scanned += scanned
         self.unindexed += not had_index
         self.unsaved += not saved

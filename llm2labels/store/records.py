@@ -107,17 +107,23 @@ def _is_hex(uid: str) -> bool:
     return 0 < len(uid) <= _MAX_HEX and _HEX_DIGITS.issuperset(uid)
 
 
-def uid_bits(uid: str) -> int:
-    """64 bits of an image uid (see above)."""
+def _blake64(text: str, salt: int) -> int:
+    person = salt.to_bytes(8, "little") if salt else b""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, person=person).digest()
+    return int.from_bytes(digest, "little")
+
+
+def uid_bits(uid: str, salt: int = 0) -> int:
+    """64 bits of an image uid (see above); another `salt` gives independent bits (`key_check`)."""
     if _is_hex(uid):
-        h = len(uid)  # so that "1" and "0001" differ
+        h = len(uid) ^ salt  # so that "1" and "0001" differ
         for i in range(0, len(uid), 16):
             h = _mix_int(h ^ int(uid[i:i + 16], 16))
         return h
-    return int.from_bytes(hashlib.blake2b(uid.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    return _blake64(uid, salt)
 
 
-def uid_bits_array(uids: list[str]) -> np.ndarray:
+def uid_bits_array(uids: list[str], salt: int = 0) -> np.ndarray:
     """`uid_bits` of each uid, as uint64: vectorised when the uids are hex strings of one length."""
     n = len(uids)
     length = len(uids[0]) if n else 0
@@ -129,7 +135,7 @@ def uid_bits_array(uids: list[str]) -> np.ndarray:
         if len(raw) == n * length:  # every uid of that length
             digits = _HEX_VALUE[np.frombuffer(raw, np.uint8)].reshape(n, length)
             if not (digits == 255).any():
-                h = np.full(n, length, np.uint64)
+                h = np.full(n, length ^ salt, np.uint64)
                 for i in range(0, length, 16):
                     part = digits[:, i:i + 16].astype(np.uint64)
                     value = np.zeros(n, np.uint64)
@@ -137,13 +143,13 @@ def uid_bits_array(uids: list[str]) -> np.ndarray:
                         value = (value << np.uint64(4)) | part[:, j]
                     h = _mix_array(h ^ value)
                 return h
-    return np.fromiter((uid_bits(u) for u in uids), np.uint64, n)
+    return np.fromiter((uid_bits(u, salt) for u in uids), np.uint64, n)
 
 
 @functools.lru_cache(maxsize=4096)
-def rest_bits(rest: str) -> int:
+def rest_bits(rest: str, salt: int = 0) -> int:
     """64 bits of the part of a key after the uid ("full|3")."""
-    return int.from_bytes(hashlib.blake2b(rest.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    return _blake64(rest, salt)
 
 
 def key_hashes(uids: np.ndarray, rests: np.ndarray) -> np.ndarray:
@@ -156,3 +162,19 @@ def key_hash(key: str) -> int:
     """The hash of one key string (`key_hashes` for one pair, in plain Python: a writer calls it per record)."""
     uid, _, rest = key.partition("|")
     return _mix_int(uid_bits(uid) ^ rest_bits(rest)) & KEY_HASH_MASK
+
+
+CHECK_SALT = 0x9E3779B97F4A7C15
+
+
+def key_check(key: str) -> int:
+    """A second 64-bit hash of a key, independent of `key_hash`: kept beside parsed records, so that a record
+    found by its key hash is known to hold the key asked for without reading its line."""
+    uid, _, rest = key.partition("|")
+    return _mix_int(uid_bits(uid, CHECK_SALT) ^ rest_bits(rest, CHECK_SALT))
+
+
+def key_checks(uids: list[str], rests: list[str]) -> np.ndarray:
+    """`key_check` of every (uid, rest) pair, (len(uids), len(rests))."""
+    rest_checks = np.array([rest_bits(r, CHECK_SALT) for r in rests], np.uint64)
+    return _mix_array(uid_bits_array(uids, CHECK_SALT)[:, None] ^ rest_checks[None, :])
