@@ -103,7 +103,7 @@ def score_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_p
     parsed once (in `workers` processes, the first time) and every run after that scores in numpy. Returns
     (ranker, images with a damaged record or a mismatched key), or None when the columns cannot be used
     (these settings, or a store where they cannot be written): the caller scores per occurrence."""
-    from llm2labels.parsed.columns import Columns
+    from llm2labels.parsed.columns import Columns, ColumnsUnavailable
     from llm2labels.parsed.score import ColumnRanker, ColumnScorer, supported
 
     if not supported(scoring):
@@ -113,6 +113,9 @@ def score_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_p
     except OSError as e:
         log.warning("the parsed columns cannot be written under %s (%s): scoring per occurrence", store.dir,
                     e.strerror or e)
+        return None
+    except ColumnsUnavailable as e:
+        log.warning("%s (removed from outside?): scoring per occurrence", e)
         return None
     ranker = ColumnRanker(columns)
     bad: list[ImageResult] = []
@@ -132,6 +135,19 @@ def score_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_p
             ranker.add(kept)
             bar.update(kept.images + len(damaged))
     return ranker.ranker(), bad
+
+
+def _try_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_path: Path, workers: int
+                 ) -> tuple[DatasetRanker, list[ImageResult]] | None:
+    """`score_columns`, or None when the columns went away under it (the caller scores per occurrence,
+    writing images.jsonl again from its start)."""
+    from llm2labels.parsed.columns import ColumnsUnavailable
+
+    try:
+        return score_columns(usable, store, scoring, images_path, workers)
+    except ColumnsUnavailable as e:
+        log.warning("%s (removed from outside?): scoring per occurrence", e)
+        return None
 
 
 def _score_columns(chunk: Chunk) -> tuple[str, list[ImageResult], Any]:
@@ -164,7 +180,7 @@ def score_run(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop]
     for round_ in itertools.count():
         usable, skipped = select(entries, uids, crops, store, max_pixels, found)
         found = None
-        scored = score_columns(usable, store, scoring, images_path, workers) if columns else None
+        scored = _try_columns(usable, store, scoring, images_path, workers) if columns else None
         if scored is not None:
             ranker, damaged = scored
         else:

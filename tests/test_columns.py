@@ -5,8 +5,10 @@ aggregator, pooling, filter and scorer."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import time
 from pathlib import Path
 from unittest.mock import patch
 
@@ -126,9 +128,50 @@ def test_a_new_parser_version_parses_again_and_removes_the_old_columns(tmp_path:
     with patch.object(parsed_columns, "parse_version", lambda: "v1-another-parser"):
         new = _columns(store)
         assert new.parsed == 3 and new.root.name == "v1-another-parser"
-        assert not old.root.exists()  # another version's columns: removed
+        assert old.root.is_dir()  # used a moment ago: perhaps by a run of the other installation, still going
         assert _outputs(store, entries, uids, tmp_path, "c", True) == _outputs(store, entries, uids, tmp_path, "p",
                                                                                 False)
+        unused = time.time() - parsed_columns.KEEP_UNUSED_S - 60
+        os.utime(old.root / parsed_columns.USED, (unused, unused))
+        assert _columns(store).parsed == 0 and old.root.is_dir()  # removed by the run that parses
+        shutil.rmtree(new.root / store.index.files[0].name)
+        assert _columns(store).parsed == 1 and not old.root.exists()  # the other version's: removed
+
+
+def test_columns_removed_under_a_run_leave_it_to_the_per_occurrence_code(tmp_path: Path, caplog) -> None:
+    from llm2labels.parsed import columns as parsed_columns
+
+    store, entries, uids = _store(tmp_path / "s", 20)
+    expected = _outputs(store, entries, uids, tmp_path, "p", False)
+    real = parsed_columns.Columns.gather
+
+    def gone(self, *args):
+        shutil.rmtree(self.root)  # as a run of another version pruning it would
+        return real(self, *args)
+
+    scoring = Scoring(TokenAggregator("avg"), "max", PercentileFilter(68))
+    with patch.object(parsed_columns.Columns, "gather", gone):
+        ranker, skipped, damaged = score_run.score_run(entries, uids, CROPS, store, scoring,
+                                                       tmp_path / "c.jsonl", 10**8, 1, 0, lambda items: False,
+                                                       columns=True)
+    assert "scoring per occurrence" in caplog.text and damaged == 0
+    assert ((tmp_path / "c.jsonl").read_bytes(), ranker.rank(occ_prob)) == expected
+    assert [s["path"] for s in skipped] == [entries[3].rel, entries[5].rel]
+
+
+def test_a_temporary_part_left_by_a_killed_parse_is_removed_once_old(tmp_path: Path) -> None:
+    from llm2labels.parsed import columns as parsed_columns
+
+    store, _, _ = _store(tmp_path / "s", 10)
+    folder = _columns(store).root / store.index.files[0].name
+    fresh, stale = folder / ".0-100.aaaa.tmp", folder / ".0-200.bbbb.tmp"
+    for tmp in (fresh, stale):
+        tmp.mkdir()
+        (tmp / "form.u4").write_bytes(b"1234")
+    old = time.time() - parsed_columns.KEEP_UNUSED_S - 60
+    os.utime(stale, (old, old))
+    assert _columns(store).parsed == 0
+    assert fresh.is_dir() and not stale.exists()  # a parse in progress elsewhere is left alone
 
 
 def test_the_parser_version_follows_the_parser_and_normaliser_sources(tmp_path: Path) -> None:

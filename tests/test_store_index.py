@@ -21,7 +21,7 @@ from llm2labels.normalize import normalize_label
 from llm2labels.postprocess import Scoring
 from llm2labels.score_run import REGENERATIONS, score_run
 from llm2labels.scoring import NoFilter, TokenAggregator
-from llm2labels.store import SampleStore, StoreWriter, sample_key
+from llm2labels.store import SampleStore, StoreWriter, sample_key, skip_key
 from llm2labels.store import records as store_records
 from llm2labels.store.index import index_path, read_index, scan
 from llm2labels.work import Plan, RunKeys, plan
@@ -262,19 +262,26 @@ def test_keys_whose_hashes_collide_are_told_apart_by_their_text(tmp_path: Path, 
             assert sorted(x["kept"]) == sorted({normalize_label(f"{WORDS[i]} {WORDS[k]}") for k in range(4)})
 
 
-def test_an_absent_key_that_shares_a_stored_keys_hash_is_found_out_when_read(tmp_path: Path) -> None:
-    """A hash held by one line only is taken on trust by the lookup; the read checks the key, and from then
-    on that hash is resolved by key. Through score_run: the image is planned again and regenerated."""
+@pytest.mark.parametrize("columns", [False, True])
+@pytest.mark.parametrize("stored", ["sample", "skip record"])
+def test_an_absent_key_that_shares_a_stored_keys_hash_is_found_out_when_read(tmp_path: Path, stored: str,
+                                                                            columns: bool) -> None:
+    """A hash held by one line only is taken on trust by the lookup; the read checks the key (before the
+    record is decoded: another image's skip record is a colliding key, not a damaged record to quarantine),
+    and from then on that hash is resolved by key. Through score_run, per occurrence or from the parsed
+    columns: the image is planned again and regenerated."""
     with patch.object(store_records, "KEY_HASH_MASK", 0):  # every key hashes to 0
         store = SampleStore(tmp_path, FP)
         crops = [Crop("full", (0.0, 0.0, 1.0, 1.0), 1)]
         w = store.writer()
-        w.write([_rec(1, 0, text="['apple']")])
+        w.write([_rec(1, 0, text="['apple']") if stored == "sample" else
+                 {"key": skip_key(_uid(1)), "reason": "not an image"}])
         w.close()
         store.refresh()
         uids = [_uid(1), _uid(2)]
         entries = [type("E", (), {"path": Path(u), "rel": u})() for u in uids]
-        assert RunKeys(crops).positions(uids, store).tolist() == [[0], [0]]  # trusted: both "stored"
+        if stored == "sample":
+            assert RunKeys(crops).positions(uids, store).tolist() == [[0], [0]]  # trusted: both "stored"
         regenerated = []
 
         def regenerate(items) -> bool:
@@ -286,10 +293,15 @@ def test_an_absent_key_that_shares_a_stored_keys_hash_is_found_out_when_read(tmp
 
         scoring = Scoring(TokenAggregator("product"), "max", NoFilter())
         ranker, skipped, damaged = score_run(entries, uids, crops, store, scoring, tmp_path / "images.jsonl",
-                                             10**8, 1, 0, regenerate)
-        assert regenerated == [_uid(2)] and skipped == [] and damaged == 0 and ranker.n_images == 2
+                                             10**8, 1, 0, regenerate, columns=columns)
+        assert regenerated == [_uid(2)] and damaged == 0 and not (store.dir / "damaged.jsonl").exists()
         lines = [json.loads(x) for x in (tmp_path / "images.jsonl").read_text().splitlines()]
-        assert [(x["uid"], list(x["kept"])) for x in lines] == [(_uid(1), ["apple"]), (_uid(2), ["boat"])]
+        if stored == "sample":
+            assert skipped == [] and ranker.n_images == 2
+            assert [(x["uid"], list(x["kept"])) for x in lines] == [(_uid(1), ["apple"]), (_uid(2), ["boat"])]
+        else:
+            assert skipped == [{"path": _uid(1), "reason": "not an image"}] and ranker.n_images == 1
+            assert [(x["uid"], list(x["kept"])) for x in lines] == [(_uid(2), ["boat"])]
         assert store.get(sample_key(_uid(3), "full", 0)) is None  # read, found out, not served
 
 
@@ -404,3 +416,17 @@ def test_rank_zero_sends_its_plan_compact_when_the_ranks_list_the_same_images(tm
     rank0_plan(rank0, mine)
     assert rank0.sent[1] == list(mine) and all(type(x).__name__ == "ImageWork" for x in rank0.sent[1])
     assert list(rank0_plan(_OtherRank(rank0), theirs[:0])) == list(mine)
+
+
+@pytest.mark.parametrize("uids", [["ab", "abc", "a"], ["0f" * 12, "1e" * 12, "zz" * 12], ["é", "ab"],
+                                  ["0123456789abcdef0123", "fedcba9876543210fedc"]])
+def test_array_hashes_and_checks_equal_the_per_key_ones(uids: list[str]) -> None:
+    # mixed lengths whose total is a multiple of the first (3 x 2 = 6 characters), non-hex, non-ASCII
+    rests = ["full|0", "t0|7"]
+    hashes = store_records.key_hashes(store_records.uid_bits_array(uids),
+                                      np.array([store_records.rest_bits(r) for r in rests], np.uint64))
+    checks = store_records.key_checks(uids, rests)
+    for i, uid in enumerate(uids):
+        for j, rest in enumerate(rests):
+            assert int(hashes[i, j]) == store_records.key_hash(f"{uid}|{rest}")
+            assert int(checks[i, j]) == store_records.key_check(f"{uid}|{rest}")

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from llm2labels.store.records import key_check, line_key
 
 log = logging.getLogger("llm2labels")
 PARSED = "parsed"
+USED = ".used"  # in a version's folder: touched by every run that loads it
+KEEP_UNUSED_S = 3600  # another version's columns are removed once no run has used them for this long, so that
+# a run of another installation sharing the cache is not left without the columns it reads
 _READ_GAP = 1 << 16  # occurrences: needed ranges closer than this are read in one go
 RANGE_BYTES = 16 << 20  # a part: the records of about this many bytes of a sample file
 
@@ -55,6 +59,10 @@ def save_part(folder: Path, part: Part) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+class ColumnsUnavailable(RuntimeError):
+    """The columns a run is reading are gone or incomplete (removed from outside): it scores per occurrence."""
 
 
 @dataclass
@@ -112,8 +120,10 @@ def _chain(folder: Path, covered: int) -> tuple[list[Path], list[tuple[int, int]
         for sub in folder.iterdir():
             try:
                 start, end = (int(x) for x in sub.name.split("-"))
-            except ValueError:
-                continue  # a temporary folder
+            except ValueError:  # a temporary folder: another run's, or one left by a killed run
+                if sub.name.endswith(".tmp") and _age(sub) > KEEP_UNUSED_S:
+                    shutil.rmtree(sub, ignore_errors=True)
+                continue
             if end <= covered:
                 found.setdefault(start, []).append((end, sub))
     chain, missing, position = [], [], 0
@@ -144,6 +154,11 @@ class Columns:
     def __init__(self, store_dir: Path, files: list[Path], covered: list[int], workers: int = 1) -> None:
         self.root = store_dir / PARSED / parse_version()
         self.files = files
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / USED).touch()
+        except OSError:
+            pass  # a read-only store: its columns are read, and no run of another version removes them
         tasks = []
         for number, (path, end) in enumerate(zip(files, covered)):
             folder = self.root / path.name
@@ -181,8 +196,7 @@ class Columns:
             self._prune()
 
     def _incomplete(self, path: Path) -> None:
-        raise RuntimeError(f"the parsed columns of {path.name} under {self.root} are incomplete (another run "
-                           f"removing them?): run again")
+        raise ColumnsUnavailable(f"the parsed columns of {path.name} under {self.root} are incomplete")
 
     def _parse(self, tasks: list[tuple[Path, Path, int, int]], workers: int) -> int:
         """Parse the missing ranges (in forked worker processes when there are several); returns how many."""
@@ -195,9 +209,11 @@ class Columns:
         return len(tasks)
 
     def _prune(self) -> None:
-        """Remove the columns of other parser versions: a cache, and a large one."""
+        """Remove the columns of other parser versions that no run has used for KEEP_UNUSED_S: a cache, and
+        a large one."""
         for other in self.root.parent.iterdir():
-            if other != self.root and other.is_dir():
+            if other != self.root and other.is_dir() and _age(other / USED, other) > KEEP_UNUSED_S:
+                log.info("removing the parsed columns of another parser version, unused for an hour: %s", other)
                 shutil.rmtree(other, ignore_errors=True)
 
     def _map_tables(self, meta: PartMeta) -> None:
@@ -272,12 +288,28 @@ class Columns:
             first, last = int(lo[a]), int(reach[b - 1])
             if last <= first:
                 continue
-            block_forms = np.fromfile(meta.folder / "form.u4", "<u4", last - first, offset=4 * first)
-            block_p = np.fromfile(meta.folder / f"{how}.f8", "<f8", last - first, offset=8 * first)
+            try:
+                block_forms = np.fromfile(meta.folder / "form.u4", "<u4", last - first, offset=4 * first)
+                block_p = np.fromfile(meta.folder / f"{how}.f8", "<f8", last - first, offset=8 * first)
+            except FileNotFoundError as e:
+                raise ColumnsUnavailable(f"a part of the parsed columns is gone: {e.filename}") from e
+            if len(block_forms) != last - first or len(block_p) != last - first:
+                raise ColumnsUnavailable(f"a part of the parsed columns was cut short: {meta.folder}")
             index = _ranges(lo[a:b] - first, counts[a:b])
             target = _ranges(dest[a:b], counts[a:b])
             forms[target] = self.part_forms[p][block_forms[index]]
             probs[target] = block_p[index]
+
+
+def _age(path: Path, fallback: Path | None = None) -> float:
+    """Seconds since `path` (else `fallback`) was last modified; 0 when neither can be read."""
+    for candidate in (path, fallback):
+        if candidate is not None:
+            try:
+                return time.time() - candidate.stat().st_mtime
+            except OSError:
+                pass
+    return 0.0
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from llm2labels.store.files import decode_sample
 from llm2labels.store.records import DamagedRecord, key_check, line_key
 
 _AGGREGATORS = [TokenAggregator(how) for how in HOWS]
+NORMALIZED_CACHE = 1 << 18  # surface forms whose label a worker remembers across the ranges it parses
 
 
 @dataclass
@@ -68,6 +69,8 @@ class _Builder:
         """The id of a surface form not met before in this range, -1 when its label is empty."""
         label = self.normalized.get(form)
         if label is None:
+            if len(self.normalized) >= NORMALIZED_CACHE:  # open-vocabulary output: bounded memory
+                self.normalized.clear()
             label = self.normalized[form] = normalize_label(form)
         fid = -1
         if label:

@@ -147,9 +147,9 @@ class ColumnScorer:
         sample_ok = np.zeros(n * m, bool)
         sample_ok[found] = ok
         rests = [f"{crop}|{k}" for crop, k in chunk.columns]
-        mismatch = np.zeros(n * m, bool)
-        mismatch[found] = ok & (checks != key_checks(list(chunk.uids), rests).ravel()[found])
-        damaged = ~sample_ok
+        mismatch = np.zeros(n * m, bool)  # the line holds another key (its hash collides): checked first,
+        mismatch[found] = checks != key_checks(list(chunk.uids), rests).ravel()[found]  # as the reader does
+        damaged = ~sample_ok & ~mismatch
         bad_images = (damaged | mismatch).reshape(n, m).any(axis=1)
         bad: list[ImageResult] = []
         for i in np.flatnonzero(bad_images).tolist():

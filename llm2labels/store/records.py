@@ -127,12 +127,12 @@ def uid_bits_array(uids: list[str], salt: int = 0) -> np.ndarray:
     """`uid_bits` of each uid, as uint64: vectorised when the uids are hex strings of one length."""
     n = len(uids)
     length = len(uids[0]) if n else 0
-    if n and 0 < length <= _MAX_HEX:
+    if n and 0 < length <= _MAX_HEX and all(len(u) == length for u in uids):
         try:
             raw = "".join(uids).encode("ascii")
         except UnicodeEncodeError:
             raw = b""
-        if len(raw) == n * length:  # every uid of that length
+        if len(raw) == n * length:  # every character one byte
             digits = _HEX_VALUE[np.frombuffer(raw, np.uint8)].reshape(n, length)
             if not (digits == 255).any():
                 h = np.full(n, length ^ salt, np.uint64)
