@@ -7,6 +7,7 @@ asked of the caller).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -77,23 +78,34 @@ def select(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop], s
                   RunKeys(crops).columns), skipped
 
 
+@contextlib.contextmanager
+def _images_file(images_path: Path, images: int) -> Iterator[Callable[[str, int], None]]:
+    """images.jsonl opened for a run's scoring: yields `write(lines, images scored)`, which flushes (a killed
+    run keeps every image scored so far) and moves the progress bar; a failed write is a StorageError."""
+    try:
+        fh = open(images_path, "w", encoding="utf-8")
+    except OSError as e:
+        raise StorageError.writing(images_path, e) from e
+    with fh, tqdm(total=images, desc="scoring", unit="img", disable=None) as bar:
+        def write(lines: str, scored: int) -> None:
+            try:
+                fh.write(lines)
+                fh.flush()
+            except OSError as e:
+                raise StorageError.writing(images_path, e) from e
+            bar.update(scored)
+
+        yield write
+
+
 def score_all(usable: Usable, store: SampleStore, scoring: Scoring, images_path: Path,
               workers: int = 1, chunk: int = CHUNK) -> Iterator[ImageResult]:
     """Score the usable images from the store, writing their labels to images.jsonl as they come (by
     `workers` processes, see postprocess.score_stored; the output is the same whatever their number).
     An image with a damaged record comes out with `damaged` set and no images.jsonl line."""
-    try:
-        fh = open(images_path, "w", encoding="utf-8")
-    except OSError as e:
-        raise StorageError.writing(images_path, e) from e
-    with fh, tqdm(total=len(usable), desc="scoring", unit="img", disable=None) as bar:
+    with _images_file(images_path, len(usable)) as write:
         for lines, results in score_stored(usable.chunks(store, chunk), store.reader(), scoring, workers):
-            try:
-                fh.write(lines)
-                fh.flush()  # a killed run keeps every image scored so far
-            except OSError as e:
-                raise StorageError.writing(images_path, e) from e
-            bar.update(len(results))
+            write(lines, len(results))
             yield from results
 
 
@@ -102,7 +114,8 @@ def score_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_p
     """`score_all` + `rank_images` from the store's parsed columns (llm2labels/parsed/): the samples are
     parsed once (in `workers` processes, the first time) and every run after that scores in numpy. Returns
     (ranker, images with a damaged record or a mismatched key), or None when the columns cannot be used
-    (these settings, or a store where they cannot be written): the caller scores per occurrence."""
+    (these settings, a store where they cannot be written, columns removed or cut short under the run):
+    the caller scores per occurrence, writing images.jsonl again from its start."""
     from llm2labels.parsed.columns import Columns, ColumnsUnavailable
     from llm2labels.parsed.score import ColumnRanker, ColumnScorer, supported
 
@@ -110,44 +123,23 @@ def score_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_p
         return None
     try:
         columns = Columns(store.dir, store.index.files, store.index.covered, workers)
-    except OSError as e:
-        log.warning("the parsed columns cannot be written under %s (%s): scoring per occurrence", store.dir,
-                    e.strerror or e)
-        return None
-    except ColumnsUnavailable as e:
-        log.warning("%s (removed from outside?): scoring per occurrence", e)
+    except (OSError, ColumnsUnavailable) as e:  # a store where they cannot be written, or parts that stay broken
+        log.warning("the parsed columns under %s cannot be used (%s): scoring per occurrence", store.dir,
+                    getattr(e, "strerror", None) or e)
         return None
     ranker = ColumnRanker(columns)
     bad: list[ImageResult] = []
+    state = {"scorer": ColumnScorer(columns, scoring)}
     try:
-        fh = open(images_path, "w", encoding="utf-8")
-    except OSError as e:
-        raise StorageError.writing(images_path, e) from e
-    with fh, tqdm(total=len(usable), desc="scoring", unit="img", disable=None) as bar:
-        state = {"scorer": ColumnScorer(columns, scoring)}
-        for lines, damaged, kept in in_workers(_score_columns, usable.chunks(store, chunk), workers, state):
-            try:
-                fh.write(lines)
-                fh.flush()
-            except OSError as e:
-                raise StorageError.writing(images_path, e) from e
-            bad += damaged
-            ranker.add(kept)
-            bar.update(kept.images + len(damaged))
-    return ranker.ranker(), bad
-
-
-def _try_columns(usable: Usable, store: SampleStore, scoring: Scoring, images_path: Path, workers: int
-                 ) -> tuple[DatasetRanker, list[ImageResult]] | None:
-    """`score_columns`, or None when the columns went away under it (the caller scores per occurrence,
-    writing images.jsonl again from its start)."""
-    from llm2labels.parsed.columns import ColumnsUnavailable
-
-    try:
-        return score_columns(usable, store, scoring, images_path, workers)
+        with _images_file(images_path, len(usable)) as write:
+            for lines, damaged, kept in in_workers(_score_columns, usable.chunks(store, chunk), workers, state):
+                write(lines, kept.images + len(damaged))
+                bad += damaged
+                ranker.add(kept)
     except ColumnsUnavailable as e:
         log.warning("%s (removed from outside?): scoring per occurrence", e)
         return None
+    return ranker.ranker(), bad
 
 
 def _score_columns(chunk: Chunk) -> tuple[str, list[ImageResult], Any]:
@@ -180,7 +172,7 @@ def score_run(entries: Sequence[Any], uids: Sequence[str], crops: Sequence[Crop]
     for round_ in itertools.count():
         usable, skipped = select(entries, uids, crops, store, max_pixels, found)
         found = None
-        scored = _try_columns(usable, store, scoring, images_path, workers) if columns else None
+        scored = score_columns(usable, store, scoring, images_path, workers) if columns else None
         if scored is not None:
             ranker, damaged = scored
         else:

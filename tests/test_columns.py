@@ -159,6 +159,18 @@ def test_columns_removed_under_a_run_leave_it_to_the_per_occurrence_code(tmp_pat
     assert [s["path"] for s in skipped] == [entries[3].rel, entries[5].rel]
 
 
+def test_a_broken_part_that_cannot_be_removed_leaves_the_run_to_the_per_occurrence_code(tmp_path: Path,
+                                                                                        caplog) -> None:
+    store, entries, uids = _store(tmp_path / "s", 10)
+    part = _columns(store).parts[0].folder
+    (part / "form.u4").write_bytes(b"")  # cut short
+    usable, _ = score_run.select(entries, uids, CROPS, store, 10**8)
+    scoring = Scoring(TokenAggregator("product"), "max", NoFilter())
+    with patch("llm2labels.parsed.columns.shutil.rmtree"):  # a read-only store: the part stays
+        assert score_run.score_columns(usable, store, scoring, tmp_path / "x.jsonl", 1) is None
+    assert "are incomplete" in caplog.text and "scoring per occurrence" in caplog.text
+
+
 def test_a_temporary_part_left_by_a_killed_parse_is_removed_once_old(tmp_path: Path) -> None:
     from llm2labels.parsed import columns as parsed_columns
 

@@ -153,24 +153,11 @@ class Columns:
 
     def __init__(self, store_dir: Path, files: list[Path], covered: list[int], workers: int = 1) -> None:
         self.root = store_dir / PARSED / parse_version()
-        self.files = files
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             (self.root / USED).touch()
         except OSError:
             pass  # a read-only store: its columns are read, and no run of another version removes them
-        tasks = []
-        for number, (path, end) in enumerate(zip(files, covered)):
-            folder = self.root / path.name
-            chain, missing = _chain(folder, end)
-            broken = [sub for sub in chain if load_part(number, sub, path) is None]
-            if broken:  # a part cut short by a full disk or damaged since: parsed again
-                for sub in broken:
-                    shutil.rmtree(sub, ignore_errors=True)
-                chain, missing = _chain(folder, end)
-            tasks += [(path, folder, a, b) for start, stop in missing
-                      for a, b in split_ranges(path, start, stop, RANGE_BYTES)]
-        self.parsed = self._parse(tasks, workers)
         self.parts: list[PartMeta] = []
         self.part_forms: list[np.ndarray] = []  # per part, its form ids in the run's table
         self.forms: list[str] = []  # the run's form table: surface form text
@@ -178,19 +165,43 @@ class Columns:
         self._form_ids: dict[str, int] = {}
         self._label_ids: dict[str, int] = {}
         self._form_label: list[int] = []
+        # each part is loaded once: the valid ones now, the ones parsed below after the parse
+        tasks, loaded, pending = [], set(), []
         for number, (path, end) in enumerate(zip(files, covered)):
+            folder = self.root / path.name
+            chain, missing = _chain(folder, end)
+            broken = False
+            for sub in chain:
+                meta = load_part(number, sub, path)
+                if meta is None:  # a part cut short by a full disk or damaged since: parsed again
+                    shutil.rmtree(sub, ignore_errors=True)
+                    broken = True
+                else:
+                    self._add(meta)
+                    loaded.add(sub)
+            if broken:
+                chain, missing = _chain(folder, end)
+            if broken or missing:
+                pending.append((number, path, end))
+            tasks += [(path, folder, a, b) for start, stop in missing
+                      for a, b in split_ranges(path, start, stop, RANGE_BYTES)]
+        self.parsed = self._parse(tasks, workers)
+        for number, path, end in pending:
             chain, missing = _chain(self.root / path.name, end)
             if missing:
                 self._incomplete(path)
             for sub in chain:
-                meta = load_part(number, sub, path)
-                if meta is None:
-                    self._incomplete(path)
-                self._map_tables(meta)  # type: ignore[arg-type]
-                self.parts.append(meta)  # type: ignore[arg-type]
+                if sub not in loaded:
+                    meta = load_part(number, sub, path)
+                    if meta is None:
+                        self._incomplete(path)
+                    self._add(meta)  # type: ignore[arg-type]
         del self._form_ids, self._label_ids
         self.form_label = np.array(self._form_label, np.uint32)
-        # part lookup: each part's first byte, by file, as one sorted key (file << 40 | byte)
+        # parts in (file, first byte) order, for the lookup by one sorted key (file << 40 | byte)
+        order = sorted(range(len(self.parts)), key=lambda i: (self.parts[i].file, self.parts[i].start))
+        self.parts = [self.parts[i] for i in order]
+        self.part_forms = [self.part_forms[i] for i in order]
         self._part_keys = np.array([(m.file << 40) | m.start for m in self.parts], np.uint64)
         if self.parsed:
             self._prune()
@@ -216,9 +227,10 @@ class Columns:
                 log.info("removing the parsed columns of another parser version, unused for an hour: %s", other)
                 shutil.rmtree(other, ignore_errors=True)
 
-    def _map_tables(self, meta: PartMeta) -> None:
-        """Map a part's forms to the run's form and label tables, as it is loaded: a part's own tables are
-        then dropped, so memory holds each distinct string once, not once per part."""
+    def _add(self, meta: PartMeta) -> None:
+        """Add a loaded part, its forms mapped to the run's form and label tables: a part's own tables are
+        then dropped, so memory holds each distinct string once, not once per part (the tables' order does
+        not matter: every output is ordered by text or by position)."""
         ids = np.empty(len(meta.forms), np.uint32)
         for i, (form, label) in enumerate(zip(meta.forms, meta.labels)):
             fid = self._form_ids.get(form)
@@ -233,6 +245,7 @@ class Columns:
             ids[i] = fid
         self.part_forms.append(ids)
         meta.forms, meta.labels = [], []
+        self.parts.append(meta)
 
     def records(self, files: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(part number, record number in it) of sample lines by (file number, byte offset); -1 and -1 where
