@@ -161,8 +161,9 @@ def rss_mb(field: str = "VmRSS") -> float:
 # case of token_indices and of the token aggregator, so those two count only labels of several tokens.
 BUCKETS = {
     "store_refresh": ("llm2labels/store/samples.py", "refresh"),
-    "store_get": ("llm2labels/store/files.py", "read_sample"),  # seek, readline, decode text/token_ends/logprobs
-    "json_loads": ("json/__init__.py", "loads"),  # whole records: only store.get and read_sample's fallback
+    "store_get": ("llm2labels/store/files.py", "read_lines"),  # runs of nearby lines, one read each
+    "decode_sample": ("llm2labels/store/files.py", "decode_sample"),  # text/token_ends/logprobs of a line
+    "json_loads": ("json/__init__.py", "loads"),  # whole records: only store.get and decode_sample's fallback
     "score_image": ("llm2labels/postprocess.py", "score_image"),
     "parse_labels": ("llm2labels/parsing.py", "label_spans"),  # parse_labels as tuples, with its fast path
     "normalize_label_misses": ("llm2labels/normalize.py", "normalize_label"),

@@ -136,11 +136,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return True
 
     with watch.stage("postprocess"):
-        workers = resolve_workers(cfg.get("postprocess", {}).get("workers"))
+        post = cfg.get("postprocess", {})
         scoring = Scoring(parts.aggregator, cfg.pool, parts.filter)
         ranker, skipped, damaged = score_run(entries, uids, crops, store, scoring, out_dir / "images.jsonl",
-                                             max_pixels, workers, cfg.seed, regenerate, found,
-                                             columns=bool(cfg.get("postprocess", {}).get("columns", True)))
+                                             max_pixels, resolve_workers(post.get("workers")), cfg.seed,
+                                             regenerate, found, columns=post.get("columns", True))
         ranked = ranker.rank(parts.scorer) if ranker.n_images else []
     n_images = ranker.n_images
     stored = hits if found is not None and not damaged else stored_counts(uids, crops, store)[1]
@@ -151,12 +151,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "labels": len(ranked), "proposer": parts.proposer.fingerprint(), "grid": repr(parts.grid),
         "filter": getattr(parts.filter, "name", type(parts.filter).__name__), "store": str(store.dir),
         **scan_notes(parts.dataset),
+        "seconds": watch.seconds,  # the stopwatch's own dict: every write of summary.json has its stages
     }
     # The ranked list and the summary first: a grouper or an evaluation that fails keeps them (and a rerun
     # takes everything else from the store in seconds).
     with watch.stage("write"):
         write_labels_csv(out_dir / "labels.csv", ranked)
-        summary["seconds"] = watch.seconds
         write_json(out_dir / "summary.json", summary)
     with watch.stage("group"):
         vocabulary = parts.grouper(ranked)
@@ -167,12 +167,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     if truth and class_list and n_images:
         with watch.stage("evaluate"):
             metrics = evaluate(cfg, out_dir, ranked, vocabulary, class_list, truth, crops, parts.scorer)
-    summary["seconds"] = watch.seconds
     write_json(out_dir / "summary.json", summary)
     if cfg.report:
         with watch.stage("report"):
-            write_report(out_dir, {e.rel: e.path for e in entries})
-        summary["seconds"] = watch.seconds
+            by_rel = {e.rel: e for e in entries}  # a Path is made only for the few images shown
+            write_report(out_dir, lambda rel: by_rel[rel].path)
         write_json(out_dir / "summary.json", summary)
     if parts.tracker is not None:
         # The job's own keys; Hydra's node is present only when composed with it (tests).

@@ -106,7 +106,7 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _number(row: dict[str, str], key: str, path: Path, whole: bool = False) -> float:
+def _number(row: dict[str, str], key: str, whole: bool = False) -> float:
     value = float(row[key])  # ValueError for text
     if not math.isfinite(value) or (whole and value != int(value)):
         raise ValueError(f"{key}={row[key]!r}")
@@ -129,8 +129,8 @@ def read_ranked_labels(path: str | Path) -> list[RankedLabel]:
     for number, row in enumerate(read_csv(path, LABELS_CSV_COLUMNS), start=2):
         try:
             rows.append(RankedLabel(
-                int(_number(row, "rank", path, whole=True)), row["label"].strip(), _number(row, "score", path),
-                _number(row, "occ", path), _number(row, "prob", path), int(_number(row, "images", path, whole=True)),
+                int(_number(row, "rank", whole=True)), row["label"].strip(), _number(row, "score"),
+                _number(row, "occ"), _number(row, "prob"), int(_number(row, "images", whole=True)),
                 [f for f in row.get("surface_forms", "").split("|") if f]))
         except (ValueError, OverflowError) as e:
             raise ConfigError(f"{path} line {number}: rank, score, occ, prob and images must be finite numbers "

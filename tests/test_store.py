@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from llm2labels.store import FileHashes, SampleStore, sample_key, skip_key
+from llm2labels.store.files import decode_sample
 
 
 def stored_keys(store: SampleStore) -> set[str]:
@@ -134,7 +135,7 @@ def test_unreadable_paths_get_a_stable_id_instead_of_failing(tmp_path):
     assert u1 == u2 and u1.startswith("unreadable-") and not cache.exists()
 
 
-def test_read_sample_decodes_only_what_postprocessing_needs_and_falls_back(tmp_path):
+def test_decode_sample_decodes_only_what_postprocessing_needs_and_falls_back(tmp_path):
     fields = ("text", "token_ends", "logprobs")
     sample = {"key": "u|full|0", "path": 'a "quoted" \\ path',
               "text": "['sky', \"it's\", 'ü \\\\ \"text\":\"x']",
@@ -149,9 +150,13 @@ def test_read_sample_decodes_only_what_postprocessing_needs_and_falls_back(tmp_p
     w.close()
     store.refresh()
     reader = store.reader()
-    got = reader.read_sample(store.locate("u|full|0"))
+
+    def read_sample(loc):
+        return decode_sample(reader.read_lines([loc])[0], reader.files[loc[0]], loc[1])
+
+    got = read_sample(store.locate("u|full|0"))
     assert list(got) == list(fields) and got["text"] == sample["text"]
     assert json.dumps(got) == json.dumps({f: sample[f] for f in fields})  # NaN != NaN: compare encodings
     for record in odd:  # the whole record, as `read` gives it
-        got = reader.read_sample(store.locate(record["key"]))
+        got = read_sample(store.locate(record["key"]))
         assert json.dumps(got) == json.dumps(store.get(record["key"])) == json.dumps(record)

@@ -16,7 +16,7 @@ from llm2labels.store.index import from_arrays, load_entries, write_index
 from llm2labels.store.records import KEY_PREFIX, DamagedRecord, key_hash, line_key, sample_problem
 from llm2labels.textio import json_line
 
-# What post-processing decodes of a sample record (StoreReader.read_sample), in predict.py's key order.
+# What post-processing decodes of a sample record (decode_sample), in predict.py's key order.
 _SAMPLE_FIELDS = ('"text":"', '"token_ends":[', '"logprobs":[')
 _DECODER = json.JSONDecoder()
 
@@ -134,11 +134,6 @@ class StoreReader:
     def read(self, loc: Location, key: str | None = None) -> dict[str, Any]:
         """The record at `loc`; DamagedRecord when the line is not a JSON object."""
         return _record(self._line(loc, key), self.files[loc[0]], loc[1])
-
-    def read_sample(self, loc: Location, key: str | None = None) -> dict[str, Any]:
-        """Only a sample's text, token_ends and logprobs (`decode_sample`); DamagedRecord when the line is not
-        a sample: not JSON, a field missing, or of the wrong type."""
-        return decode_sample(self._line(loc, key), self.files[loc[0]], loc[1])
 
     def read_lines(self, locs: Sequence[Location], gap: int = 1 << 20) -> list[bytes]:
         """The lines at `locs`, in their order, read in file order with one read per run of nearby lines

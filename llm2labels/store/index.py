@@ -169,9 +169,9 @@ def from_arrays(hashes: array, offsets: array, lengths: array) -> Entries:
                    np.array(lengths, np.uint32))
 
 
-def load_entries(data: Path, persist: bool = True) -> tuple[Entries, int, int, bool, bool]:
+def load_entries(data: Path) -> tuple[Entries, int, int, bool, bool]:
     """`data`'s entries, sorted by (hash, offset): its index, plus a scan of the bytes it does not cover;
-    with `persist` what was scanned is written back to the index. Returns (entries, the end of its last
+    what was scanned is written back to the index (when it can be). Returns (entries, the end of its last
     complete line, records scanned, whether a usable index existed (or the file is empty), whether the
     index is now up to date on disk)."""
     size = data.stat().st_size
@@ -183,14 +183,14 @@ def load_entries(data: Path, persist: bool = True) -> tuple[Entries, int, int, b
         scanned = len(more)
         entries = (entries + more).sorted()
         if scanned:
-            saved = persist and write_index(data, entries, covered)
+            saved = write_index(data, entries, covered)
     return entries, covered, scanned, known is not None or size == 0, saved
 
 
 class StoreIndex:
     """Key hash -> (file number, offset, length) over `files`, with the damaged lines left out."""
 
-    def __init__(self, files: list[Path], damaged: set[tuple[str, int]], persist: bool = True) -> None:
+    def __init__(self, files: list[Path], damaged: set[tuple[str, int]]) -> None:
         self.files = files
         self.scanned = 0  # records found by scanning (not in an index file) at this load
         self.unindexed = 0  # files that had no usable index file at all
@@ -198,7 +198,7 @@ class StoreIndex:
         self.covered: list[int] = []  # per file, the end of its last complete line
         parts = []
         for data in files:
-            entries = self._entries(data, persist)
+            entries = self._entries(data)
             bad = [offset for name, offset in damaged if name == data.name]
             parts.append(entries.without(bad) if bad else entries)
         # the entries in file order (each file's sorted by (hash, offset)), and where each file's begin
@@ -249,8 +249,8 @@ class StoreIndex:
         self._start = np.zeros((1 << bits) + 1, np.uint32 if n < 1 << 32 else np.int64)
         np.cumsum(counts, out=self._start[1:])
 
-    def _entries(self, data: Path, persist: bool) -> np.ndarray:
-        entries, covered, scanned, had_index, saved = load_entries(data, persist)
+    def _entries(self, data: Path) -> np.ndarray:
+        entries, covered, scanned, had_index, saved = load_entries(data)
         self.covered.append(covered)
         self.scanned += scanned
         self.unindexed += not had_index

@@ -158,10 +158,14 @@ def key_hashes(uids: np.ndarray, rests: np.ndarray) -> np.ndarray:
     return mixed & np.uint64(KEY_HASH_MASK)
 
 
+def _key_bits(key: str, salt: int) -> int:
+    uid, _, rest = key.partition("|")
+    return _mix_int(uid_bits(uid, salt) ^ rest_bits(rest, salt))
+
+
 def key_hash(key: str) -> int:
     """The hash of one key string (`key_hashes` for one pair, in plain Python: a writer calls it per record)."""
-    uid, _, rest = key.partition("|")
-    return _mix_int(uid_bits(uid) ^ rest_bits(rest)) & KEY_HASH_MASK
+    return _key_bits(key, 0) & KEY_HASH_MASK
 
 
 CHECK_SALT = 0x9E3779B97F4A7C15
@@ -170,8 +174,7 @@ CHECK_SALT = 0x9E3779B97F4A7C15
 def key_check(key: str) -> int:
     """A second 64-bit hash of a key, independent of `key_hash`: kept beside parsed records, so that a record
     found by its key hash is known to hold the key asked for without reading its line."""
-    uid, _, rest = key.partition("|")
-    return _mix_int(uid_bits(uid, CHECK_SALT) ^ rest_bits(rest, CHECK_SALT))
+    return _key_bits(key, CHECK_SALT)
 
 
 def key_checks(uids: list[str], rests: list[str]) -> np.ndarray:

@@ -47,7 +47,6 @@ class SampleStore:
         self._index = StoreIndex([], set())
         self._reader = StoreReader([])
         self._damaged: set[tuple[str, int]] = set()  # (file name, offset) of lines found damaged
-        self.persist_indexes = True  # write the index of a file this store had to scan (index.py)
 
     def check_writable(self) -> None:
         """ConfigError (one line) unless a new sample file can be written here: checked before a model loads."""
@@ -99,7 +98,7 @@ class SampleStore:
         self.close()
         self._read_damaged()
         files = sorted(self.dir.glob("samples-*.jsonl"))
-        self._index = StoreIndex(files, self._damaged, self.persist_indexes)
+        self._index = StoreIndex(files, self._damaged)
         self._reader = StoreReader(files)
         index = self._index
         if index.unindexed:
