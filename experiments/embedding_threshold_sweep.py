@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.grouping_benchmark import ground_truth, prf
+from experiments.grouping_benchmark import cluster_ids, ground_truth, prf
 from experiments.grouping_benchmark import pair_counts as assigned_pair_counts
 from llm2labels.grouping.embedding import EmbeddingGrouper, cluster_embeddings
 
@@ -43,11 +43,7 @@ def scene_labels() -> list[str]:
 
 def pair_counts(clusters: list[list[int]], truth: list[int]) -> tuple[int, int, int]:
     """(true positive pairs, predicted pairs, true pairs) of clusters of row indices against class ids."""
-    assigned = [0] * len(truth)
-    for cluster_id, rows in enumerate(clusters):
-        for row in rows:
-            assigned[row] = cluster_id
-    return assigned_pair_counts(assigned, truth)
+    return assigned_pair_counts(cluster_ids(clusters, len(truth)), truth)
 
 
 def distinct_pairs(labels: list[str]) -> set[frozenset[str]]:

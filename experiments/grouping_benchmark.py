@@ -52,9 +52,9 @@ def ground_truth(name: str) -> tuple[list[str], list[int]]:
 
 def primary_names(name: str) -> tuple[list[str], list[int]]:
     """Each class's primary name, normalised (classes whose names collide are dropped)."""
-    texts = Counter(normalize_label(c.name) for c in load_class_list(name))
-    rows = [(normalize_label(c.name), i) for i, c in enumerate(load_class_list(name))]
-    rows = [(t, i) for t, i in rows if t and texts[t] == 1]
+    names = [normalize_label(c.name) for c in load_class_list(name)]
+    texts = Counter(names)
+    rows = [(t, i) for i, t in enumerate(names) if t and texts[t] == 1]
     return [t for t, _ in rows], [i for _, i in rows]
 
 
@@ -125,33 +125,41 @@ def time_cli(grouper: str, overrides: Sequence[str], n: int = 5000) -> float:
         return time.perf_counter() - start
 
 
-def first_sense_ari(strings: Sequence[str], truth: Sequence[int]) -> float:
-    """ARI of grouping each string by its first WordNet noun sense alone (unknown strings alone)."""
+def first_sense_ari(strings: Sequence[str], truth: Sequence[int], lexicon: Any = None) -> float:
+    """ARI of grouping each string by its first WordNet noun sense alone (unknown strings alone).
+    `lexicon`: a grouping.lexicon.Lexicon to reuse (default: one over the packaged WordNet)."""
     from sklearn.metrics import adjusted_rand_score
 
-    from llm2labels.grouping.lexicon import Lexicon
-    from llm2labels.grouping.wordnet_data import load_wordnet
+    if lexicon is None:
+        from llm2labels.grouping.lexicon import Lexicon
+        from llm2labels.grouping.wordnet_data import load_wordnet
 
-    lexicon = Lexicon(load_wordnet())
+        lexicon = Lexicon(load_wordnet())
     keys = [next(iter(lexicon.senses(s)), None) for s in strings]
-    ids = {k: i for i, k in enumerate(dict.fromkeys(k.synset if k else f"\0{s}" for k, s in zip(keys, strings)))}
-    return adjusted_rand_score(truth, [ids[k.synset if k else f"\0{s}"] for k, s in zip(keys, strings)])
+    return adjusted_rand_score(truth, [k.synset if k else f"\0{s}" for k, s in zip(keys, strings)])
 
 
-def embedding_best_ari(strings: Sequence[str], truth: Sequence[int]) -> tuple[float, float]:
-    """(best ARI, its threshold) of MiniLM average linkage over thresholds 0.30, 0.35, ..., 0.95."""
+def cluster_ids(clusters: Sequence[Sequence[int]], n: int) -> list[int]:
+    """Each of `n` rows' cluster number, from clusters of row indices."""
+    assigned = [0] * n
+    for k, rows in enumerate(clusters):
+        for row in rows:
+            assigned[row] = k
+    return assigned
+
+
+def embedding_best_ari(strings: Sequence[str], truth: Sequence[int], embedder: Any = None) -> tuple[float, float]:
+    """(best ARI, its threshold) of MiniLM average linkage over thresholds 0.30, 0.35, ..., 0.95.
+    `embedder`: an EmbeddingGrouper to reuse (default: a new one)."""
     from sklearn.metrics import adjusted_rand_score
 
     from llm2labels.grouping.embedding import EmbeddingGrouper, cluster_embeddings
 
-    vectors = EmbeddingGrouper().embed(list(strings))
+    vectors = (embedder or EmbeddingGrouper()).embed(list(strings))
     best = (-1.0, 0.0)
     for step in range(14):
         threshold = round(0.30 + 0.05 * step, 2)
-        assigned = [0] * len(strings)
-        for k, rows in enumerate(cluster_embeddings(vectors, threshold)):
-            for row in rows:
-                assigned[row] = k
+        assigned = cluster_ids(cluster_embeddings(vectors, threshold), len(strings))
         best = max(best, (adjusted_rand_score(truth, assigned), threshold))
     return best
 
@@ -182,15 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     from llm2labels.group import CONF_DIR, build_grouper
 
     grouper = build_grouper(args.grouper, CONF_DIR, args.overrides, None)
-    rows = []
-    for name in args.lists:
-        rows.append({"list": name, **score(grouper, *ground_truth(name), args.seed)})
-    rows.append({"list": NAMES_ROW, **score(grouper, *primary_names("ade20k_150"), args.seed)})
+    data = {**{name: ground_truth(name) for name in args.lists}, NAMES_ROW: primary_names("ade20k_150")}
+    rows = [{"list": name, **score(grouper, *truth, args.seed)} for name, truth in data.items()]
     if args.baselines:
+        from llm2labels.grouping.embedding import EmbeddingGrouper
+        from llm2labels.grouping.lexicon import Lexicon
+        from llm2labels.grouping.wordnet_data import load_wordnet
+
+        lexicon, embedder = Lexicon(load_wordnet()), EmbeddingGrouper()  # loaded once for every row
         for row in rows:
-            data = primary_names("ade20k_150") if row["list"] == NAMES_ROW else ground_truth(row["list"])
-            row["first_sense_ARI"] = first_sense_ari(*data)
-            row["embedding_best_ARI"], row["embedding_best_threshold"] = embedding_best_ari(*data)
+            row["first_sense_ARI"] = first_sense_ari(*data[row["list"]], lexicon)
+            row["embedding_best_ARI"], row["embedding_best_threshold"] = embedding_best_ari(*data[row["list"]],
+                                                                                             embedder)
     result: dict[str, Any] = {"grouper": args.grouper, "overrides": args.overrides, "seed": args.seed,
                               "rows": rows}
     if args.timing:

@@ -34,11 +34,6 @@ _OPENSEG_RESERVED = re.compile(r"[,:]")
 _XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # not allowed anywhere in XML 1.0
 
 
-def _write_text(path: str | Path, text: str) -> Path:
-    """Write atomically (temp file + rename), so a killed process never leaves half a file."""
-    return write_atomic(path, text)
-
-
 def _names(synset: dict[str, Any]) -> list[str]:
     """The canonical name, then the other members, without repeats."""
     return list(dict.fromkeys([synset["name"], *synset["members"]]))
@@ -46,7 +41,7 @@ def _names(synset: dict[str, Any]) -> list[str]:
 
 def write_vocabulary(vocab: dict[str, Any], path: str | Path) -> Path:
     """vocabulary.json itself."""
-    return _write_text(path, json.dumps(vocab, indent=1, ensure_ascii=False, default=str) + "\n")
+    return write_atomic(path, json.dumps(vocab, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
 def write_openseg(vocab: dict[str, Any], path: str | Path) -> Path:
@@ -56,7 +51,7 @@ def write_openseg(vocab: dict[str, Any], path: str | Path) -> Path:
         names = [" ".join(_OPENSEG_RESERVED.sub(" ", n).split()) for n in _names(synset)]
         names = list(dict.fromkeys(n for n in names if n)) or [f"class {number}"]
         lines.append(f"{number}:{','.join(names)}\n")
-    return _write_text(path, "".join(lines))
+    return write_atomic(path, "".join(lines))
 
 
 def write_coco_categories(vocab: dict[str, Any], path: str | Path) -> Path:
@@ -64,7 +59,7 @@ def write_coco_categories(vocab: dict[str, Any], path: str | Path) -> Path:
     root_of = roots(vocab.get("hierarchy") or [])
     categories = [{"id": number, "name": s["name"], "supercategory": root_of.get(s["name"], s["name"]),
                    "synonyms": _names(s)} for number, s in enumerate(vocab["synsets"], start=1)]
-    return _write_text(path, json.dumps({"categories": categories}, indent=1, ensure_ascii=False) + "\n")
+    return write_atomic(path, json.dumps({"categories": categories}, indent=1, ensure_ascii=False) + "\n")
 
 
 def colours(n: int) -> list[str]:
@@ -99,7 +94,7 @@ def label_studio_config(vocab: dict[str, Any]) -> str:
 
 def write_label_studio(vocab: dict[str, Any], path: str | Path) -> Path:
     """label_studio.xml: names XML-escaped by ElementTree, one distinct colour per synset."""
-    return _write_text(path, label_studio_config(vocab))
+    return write_atomic(path, label_studio_config(vocab))
 
 
 def write_csv(vocab: dict[str, Any], path: str | Path) -> Path:
@@ -111,7 +106,7 @@ def write_csv(vocab: dict[str, Any], path: str | Path) -> Path:
     for number, s in enumerate(vocab["synsets"], start=1):
         writer.writerow([number, s["name"], "|".join(s["members"]), s["score"], s["occ"], s["images"],
                          parent_of.get(s["name"], "")])
-    return _write_text(path, buffer.getvalue())
+    return write_atomic(path, buffer.getvalue())
 
 
 def write_all(vocab: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

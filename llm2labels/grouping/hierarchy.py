@@ -9,7 +9,7 @@ kept: a name with no parent and no child is a singleton that the synset list alr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 Node = dict[str, Any]  # {"name": str, "children": [Node, ...]}
@@ -35,10 +35,17 @@ def suffix_hierarchy(names: Sequence[str]) -> list[Node]:
         parent = suffix_parent(name, known)
         if parent is not None:
             parent_of[name] = parent
-    for name, node in nodes.items():  # rank order, so children come out in rank order
-        if name in parent_of:
-            nodes[parent_of[name]]["children"].append(node)
-    return [node for name, node in nodes.items() if name not in parent_of and node["children"]]
+    return forest(nodes, parent_of)  # rank order, so children come out in rank order
+
+
+def forest(nodes: dict[str, Node], parent_of: Mapping[str, str | None]) -> list[Node]:
+    """Each node (in `nodes`' order) appended to its parent's children; the roots that have children
+    (a name with no parent and no child is left out)."""
+    for name, node in nodes.items():
+        parent = parent_of.get(name)
+        if parent is not None:
+            nodes[parent]["children"].append(node)
+    return [node for name, node in nodes.items() if parent_of.get(name) is None and node["children"]]
 
 
 def walk(hierarchy: Sequence[Node]) -> Iterator[tuple[str, str | None, str]]:

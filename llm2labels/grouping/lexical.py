@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from llm2labels.errors import ConfigError, int_at_least, number_at_least
+from llm2labels.errors import ConfigError, int_at_least, number_at_least, require
 from llm2labels.grouping.embedding import EmbeddingGrouper
 from llm2labels.grouping.lexicon import Lexicon, Sense, variant_key
 from llm2labels.grouping.merge import Group, merge_by_embedding
@@ -103,11 +103,12 @@ class WordNetGrouper:
     name = "wordnet"
 
     def __init__(self, min_depth: int = 6, max_labels: int | None = None, sense_strength: float = 8.0) -> None:
-        _check(self.name, int_at_least(min_depth, 0), f"min_depth must be an integer >= 0, got {min_depth!r}")
-        _check(self.name, max_labels is None or int_at_least(max_labels, 1),
-               f"max_labels must be an integer >= 1 or null (all labels), got {max_labels!r}")
-        _check(self.name, number_at_least(sense_strength, 0.0),
-               f"sense_strength must be a number >= 0, got {sense_strength!r}")
+        require({
+            f"min_depth must be an integer >= 0, got {min_depth!r}": int_at_least(min_depth, 0),
+            f"max_labels must be an integer >= 1 or null (all labels), got {max_labels!r}":
+                max_labels is None or int_at_least(max_labels, 1),
+            f"sense_strength must be a number >= 0, got {sense_strength!r}": number_at_least(sense_strength, 0.0),
+        }, f"grouper={self.name}: ")
         self.min_depth = min_depth
         self.max_labels = max_labels
         self.senses = replace(SenseModel(), strength=float(sense_strength))
@@ -162,9 +163,10 @@ class HybridGrouper(WordNetGrouper):
                  device: str = "cpu", batch_size: int = 256, min_depth: int = 6, max_labels: int | None = None,
                  sense_strength: float = 8.0) -> None:
         super().__init__(min_depth, max_labels, sense_strength)
-        for key, value in (("threshold", threshold), ("known_threshold", known_threshold)):
-            _check(self.name, number_at_least(value, 0.0) and value <= 1.0,
-                   f"{key} must be a cosine similarity in [0, 1], got {value!r}")
+        require({f"{key} must be a cosine similarity in [0, 1], got {value!r}":
+                 number_at_least(value, 0.0) and value <= 1.0
+                 for key, value in (("threshold", threshold), ("known_threshold", known_threshold))},
+                f"grouper={self.name}: ")
         try:
             self.embedder = EmbeddingGrouper(threshold=threshold, model=model, device=device,
                                              batch_size=batch_size)
@@ -181,8 +183,3 @@ class HybridGrouper(WordNetGrouper):
         vectors = dict(zip(labels, self.embedder.embed(list(labels))))
         groups = lexical_groups(labels, self.lexicon(), self.senses, vectors)
         return merge_by_embedding(groups, vectors, self.threshold, self.known_threshold, self.lexicon())
-
-
-def _check(name: str, ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"grouper={name}: {message}")

@@ -142,9 +142,6 @@ class Lexicon:
         """Every hypernym of the synset, on every path to the root."""
         return {a.name() for path in self.synset(name).hypernym_paths() for a in path[:-1]}
 
-    def known(self, label: str) -> bool:
-        return bool(self.senses(label))
-
     def compound(self, label: str) -> tuple[str, str] | None:
         """(modifier, head) with head the longest proper word suffix WordNet knows ("wooden", "bench");
         None for a single word or when no suffix is known."""

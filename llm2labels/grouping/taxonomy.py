@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from llm2labels.grouping.hierarchy import Node, forest
 from llm2labels.grouping.lexicon import Lexicon
-
-Node = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -84,11 +82,7 @@ def wordnet_hierarchy(groups: Sequence[Placed], lexicon: Lexicon, min_depth: int
         nodes[node] = {"name": names[node], "wordnet": None if node.startswith("\0") else node, "children": []}
         if node in implicit:
             nodes[node]["implicit"] = True
-    for node in order:  # the order nodes were met walking up from the groups in rank order
-        up = parent[node]
-        if up is not None:
-            nodes[up]["children"].append(nodes[node])
-    return [nodes[n] for n in order if parent[n] is None and nodes[n]["children"]]
+    return forest(nodes, parent)  # the order nodes were met walking up from the groups in rank order
 
 
 def _names(order: Sequence[str], owner: dict[str, str], implicit: set[str], lexicon: Lexicon) -> dict[str, str]:
